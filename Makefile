@@ -1,0 +1,40 @@
+# turnout: the two commands a newcomer needs are `make run` and `make test`.
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+BUF    := .tools/node_modules/.bin/buf
+CONFIG ?=
+
+.PHONY: setup run test soak proto proto-check lint clean
+
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+
+$(VENV)/.installed: pyproject.toml | $(PY)
+	$(PY) -m pip install --quiet -e '.[dev]'
+	touch $@
+
+setup: $(VENV)/.installed
+
+run: setup
+	$(VENV)/bin/turnout serve $(if $(CONFIG),--config $(CONFIG))
+
+test: setup
+	$(PY) -m pytest -q
+
+soak: setup
+	$(PY) -m pytest -q -m soak
+
+# The one place stubs are generated; tests/test_proto_stubs.py fails when they are stale.
+proto: setup
+	$(PY) -m grpc_tools.protoc -Iproto --python_out=. --pyi_out=. --grpc_python_out=. proto/turnout/v1/*.proto
+
+$(BUF):
+	cd .tools && npm install --no-audit --no-fund --silent
+
+lint: $(BUF)
+	$(BUF) lint
+
+clean:
+	rm -rf $(VENV) .tools/node_modules .pytest_cache
