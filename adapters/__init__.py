@@ -1,0 +1,1 @@
+"""One module per backend protocol, each behind the interface in adapters.base."""

@@ -1,0 +1,125 @@
+"""The one place upstream HTTP clients are built, and where httpx's errors and
+HTTP error statuses become BackendErrors.
+
+`build_client` takes an optional transport so the transport can be swapped
+(a faster one for production, httpx.MockTransport in adapter unit tests)
+without touching the adapters.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import email.utils
+import time
+from dataclasses import dataclass
+from typing import Iterator
+
+import httpx
+
+from gateway.errors import (
+    BackendAuthFailed,
+    BackendError,
+    BackendModelMissing,
+    BackendProtocolError,
+    BackendRateLimited,
+    BackendRejected,
+    BackendServerError,
+    BackendTimeout,
+    BackendUnreachable,
+)
+
+
+@dataclass(frozen=True, slots=True)
+class HttpSettings:
+    """Timeouts in seconds and pool sizes for one backend's client."""
+
+    connect_timeout: float = 5.0
+    read_timeout: float = 300.0
+    max_connections: int = 256
+    max_keepalive_connections: int = 64
+    keepalive_expiry: float = 30.0
+
+
+def build_client(
+    base_url: str,
+    settings: HttpSettings,
+    headers: dict[str, str] | None = None,
+    transport: httpx.AsyncBaseTransport | None = None,
+) -> httpx.AsyncClient:
+    limits = httpx.Limits(
+        max_connections=settings.max_connections,
+        max_keepalive_connections=settings.max_keepalive_connections,
+        keepalive_expiry=settings.keepalive_expiry,
+    )
+    timeout = httpx.Timeout(settings.read_timeout, connect=settings.connect_timeout)
+    if transport is None:
+        transport = httpx.AsyncHTTPTransport(limits=limits, retries=0)
+    return httpx.AsyncClient(
+        base_url=base_url,
+        headers=headers,
+        timeout=timeout,
+        limits=limits,
+        transport=transport,
+        follow_redirects=False,
+        trust_env=False,
+    )
+
+
+@contextlib.contextmanager
+def translate_transport_errors(backend: str) -> Iterator[None]:
+    """Turns httpx transport exceptions into BackendErrors, naming the backend
+    but never the URL (which may carry credentials)."""
+    try:
+        yield
+    except httpx.TimeoutException as exc:
+        raise BackendTimeout(f"backend {backend!r} timed out ({type(exc).__name__})") from exc
+    except httpx.ConnectError as exc:
+        raise BackendUnreachable(f"backend {backend!r} is unreachable (connection failed)") from exc
+    except (httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError) as exc:
+        raise BackendProtocolError(
+            f"backend {backend!r} broke the connection ({type(exc).__name__})"
+        ) from exc
+    except httpx.HTTPError as exc:
+        raise BackendUnreachable(f"backend {backend!r} failed: {type(exc).__name__}") from exc
+
+
+def parse_retry_after(headers: httpx.Headers, now: float | None = None) -> float | None:
+    """Seconds to wait from `retry-after-ms`, `retry-after` (seconds or an HTTP
+    date), the order openai-python uses; None when absent or unparsable."""
+    value = headers.get("retry-after-ms")
+    if value is not None:
+        try:
+            return max(0.0, float(value) / 1000.0)
+        except ValueError:
+            pass
+    value = headers.get("retry-after")
+    if value is None:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        parsed = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, parsed.timestamp() - (time.time() if now is None else now))
+
+
+def error_for_status(
+    backend: str, status: int, upstream_message: str, headers: httpx.Headers
+) -> BackendError:
+    """Maps an upstream HTTP error status (before any stream data) to the
+    BackendError that decides retry and the caller's gRPC status."""
+    detail = f"backend {backend!r} answered HTTP {status}: {upstream_message}"
+    if status == 429:
+        return BackendRateLimited(detail, retry_after=parse_retry_after(headers))
+    if status >= 500:
+        return BackendServerError(detail, retry_after=parse_retry_after(headers))
+    if status == 404:
+        return BackendModelMissing(detail)
+    if status in (401, 403):
+        return BackendAuthFailed(detail)
+    if status in (408, 409):
+        return BackendServerError(detail)
+    return BackendRejected(detail, http_status=status)

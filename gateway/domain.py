@@ -1,0 +1,125 @@
+"""Plain value types shared by the gateway and the adapters.
+
+Nothing here does I/O or imports other turnout modules. Protobuf messages are
+translated to and from these types at the edges (gateway/services/), so the
+routing, dispatch and adapter code never touches generated classes.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from typing import Mapping
+
+
+class Role(enum.Enum):
+    SYSTEM = "system"
+    USER = "user"
+    ASSISTANT = "assistant"
+    TOOL = "tool"
+
+
+class FinishReason(enum.Enum):
+    STOP = "stop"
+    LENGTH = "length"
+    TOOL_CALLS = "tool_calls"
+    CONTENT_FILTER = "content_filter"
+
+
+class BackendKind(enum.Enum):
+    OLLAMA = "ollama"
+    OPENAI = "openai"
+
+
+@dataclass(frozen=True, slots=True)
+class ToolCall:
+    """One whole tool call; `arguments` is a JSON object serialized to text."""
+
+    id: str
+    name: str
+    arguments: str
+
+
+@dataclass(frozen=True, slots=True)
+class Tool:
+    """A tool the model may call; `parameters` is a parsed JSON Schema object."""
+
+    name: str
+    description: str = ""
+    parameters: Mapping[str, object] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    role: Role
+    content: str = ""
+    images: tuple[bytes, ...] = ()
+    tool_calls: tuple[ToolCall, ...] = ()
+    tool_call_id: str = ""
+    tool_name: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Options:
+    """Sampling options; None means "let the backend choose"."""
+
+    temperature: float | None = None
+    top_p: float | None = None
+    max_tokens: int | None = None
+    stop: tuple[str, ...] = ()
+    seed: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ChatRequest:
+    """What an adapter sends upstream: `model` is the upstream model name."""
+
+    model: str
+    messages: tuple[Message, ...]
+    tools: tuple[Tool, ...] = ()
+    options: Options = Options()
+
+
+@dataclass(frozen=True, slots=True)
+class Usage:
+    """Token counts exactly as the backend reported them; None when it did not."""
+
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Delta:
+    """A piece of the answer. Tool calls in a delta are whole."""
+
+    content: str = ""
+    reasoning: str = ""
+    tool_calls: tuple[ToolCall, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Finish:
+    """The last event of a successful upstream stream."""
+
+    reason: FinishReason
+    usage: Usage | None = None
+
+
+StreamEvent = Delta | Finish
+
+
+@dataclass(frozen=True, slots=True)
+class ModelInfo:
+    """A model a backend serves, with what the backend says about it."""
+
+    name: str
+    size_bytes: int | None = None
+    family: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class PullProgress:
+    status: str
+    digest: str = ""
+    total: int = 0
+    completed: int = 0
