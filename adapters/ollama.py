@@ -1,0 +1,269 @@
+"""The native Ollama adapter: `/api/chat` streamed as NDJSON, plus the model
+management endpoints (`/api/tags`, `/api/pull`, `/api/delete`, `/api/version`).
+
+`build_chat_payload` and `OllamaChatDecoder` are pure; `OllamaAdapter` is the
+only part that does I/O. Wire facts: PROTOCOLS.md section A.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import json
+from typing import AsyncIterator
+
+import httpx
+
+from adapters.http import error_for_status, translate_transport_errors
+from adapters.streams import NDJSONDecoder, StreamDecodeError, decode_errors, new_tool_call_id
+from gateway.domain import (
+    BackendKind,
+    ChatRequest,
+    Delta,
+    Finish,
+    FinishReason,
+    Message,
+    ModelInfo,
+    Options,
+    PullProgress,
+    StreamEvent,
+    ToolCall,
+    Usage,
+)
+from gateway.errors import BackendProtocolError, BackendRejected, BackendServerError
+
+_ERROR_TEXT_LIMIT = 300
+
+
+def _tool_arguments(call: ToolCall) -> object:
+    """Ollama wants arguments as a JSON object, not the text we keep."""
+    try:
+        arguments = json.loads(call.arguments or "{}")
+    except ValueError:
+        arguments = None
+    if not isinstance(arguments, dict):
+        raise BackendRejected(
+            f"tool call {call.id!r}: arguments must be a JSON object", http_status=400
+        )
+    return arguments
+
+
+def _message(message: Message) -> dict[str, object]:
+    out: dict[str, object] = {"role": message.role.value, "content": message.content}
+    if message.images:
+        out["images"] = [base64.b64encode(image).decode("ascii") for image in message.images]
+    if message.tool_calls:
+        out["tool_calls"] = [
+            {"function": {"name": call.name, "arguments": _tool_arguments(call)}}
+            for call in message.tool_calls
+        ]
+    if message.tool_name:
+        out["tool_name"] = message.tool_name
+    if message.tool_call_id:
+        out["tool_call_id"] = message.tool_call_id
+    return out
+
+
+def _options(options: Options) -> dict[str, object]:
+    values: dict[str, object] = {
+        "temperature": options.temperature,
+        "top_p": options.top_p,
+        "num_predict": options.max_tokens,
+        "stop": list(options.stop) or None,
+        "seed": options.seed,
+    }
+    return {key: value for key, value in values.items() if value is not None}
+
+
+def build_chat_payload(request: ChatRequest) -> dict[str, object]:
+    """The `/api/chat` request body for a streamed chat."""
+    payload: dict[str, object] = {
+        "model": request.model,
+        "messages": [_message(message) for message in request.messages],
+        "stream": True,
+    }
+    if request.tools:
+        payload["tools"] = [
+            {
+                "type": "function",
+                "function": {
+                    "name": tool.name,
+                    "description": tool.description,
+                    "parameters": dict(tool.parameters),
+                },
+            }
+            for tool in request.tools
+        ]
+    options = _options(request.options)
+    if options:
+        payload["options"] = options
+    return payload
+
+
+def _tool_call(raw: object) -> ToolCall:
+    if not isinstance(raw, dict) or not isinstance(raw.get("function"), dict):
+        raise StreamDecodeError("tool call without a function object")
+    function = raw["function"]
+    arguments = function.get("arguments", {})
+    if not isinstance(arguments, str):
+        arguments = json.dumps(arguments, separators=(",", ":"), ensure_ascii=False)
+    return ToolCall(
+        id=str(raw.get("id") or new_tool_call_id()),
+        name=str(function.get("name", "")),
+        arguments=arguments,
+    )
+
+
+class OllamaChatDecoder:
+    """Maps parsed `/api/chat` chunks to Delta events and one final Finish."""
+
+    def __init__(self, backend: str) -> None:
+        self._backend = backend
+        self._saw_tool_calls = False
+        self._finished = False
+
+    @property
+    def finished(self) -> bool:
+        return self._finished
+
+    def feed(self, obj: object) -> list[StreamEvent]:
+        if not isinstance(obj, dict):
+            raise StreamDecodeError("a chat line is not a JSON object")
+        if "error" in obj:
+            raise BackendServerError(
+                f"backend {self._backend!r} failed mid-stream: {obj['error']}"
+            )
+        message = obj.get("message") or {}
+        if not isinstance(message, dict):
+            raise StreamDecodeError("`message` is not a JSON object")
+        tool_calls = tuple(_tool_call(raw) for raw in message.get("tool_calls") or ())
+        self._saw_tool_calls = self._saw_tool_calls or bool(tool_calls)
+        delta = Delta(
+            content=message.get("content") or "",
+            reasoning=message.get("thinking") or "",
+            tool_calls=tool_calls,
+        )
+        events: list[StreamEvent] = [] if delta == Delta() else [delta]
+        if obj.get("done"):
+            self._finished = True
+            events.append(Finish(self._reason(obj.get("done_reason")), _usage(obj)))
+        return events
+
+    def _reason(self, done_reason: object) -> FinishReason:
+        if done_reason == "length":
+            return FinishReason.LENGTH
+        return FinishReason.TOOL_CALLS if self._saw_tool_calls else FinishReason.STOP
+
+
+def _usage(final: dict) -> Usage | None:
+    prompt, completion = final.get("prompt_eval_count"), final.get("eval_count")
+    if prompt is None and completion is None:
+        return None
+    return Usage(prompt_tokens=prompt, completion_tokens=completion)
+
+
+def _error_text(body: bytes) -> str:
+    try:
+        parsed = json.loads(body)
+    except ValueError:
+        parsed = None
+    if isinstance(parsed, dict) and "error" in parsed:
+        return str(parsed["error"])
+    return body.decode("utf-8", "replace")[:_ERROR_TEXT_LIMIT]
+
+
+class OllamaAdapter:
+    """One Ollama server, reached through `client` (its base_url is the server root)."""
+
+    kind = BackendKind.OLLAMA
+
+    def __init__(self, name: str, client: httpx.AsyncClient) -> None:
+        self.name = name
+        self._client = client
+
+    async def stream_chat(self, request: ChatRequest) -> AsyncIterator[StreamEvent]:
+        chat = OllamaChatDecoder(self.name)
+        lines = self._stream_lines("/api/chat", build_chat_payload(request))
+        with decode_errors(self.name):
+            async with contextlib.aclosing(lines):
+                async for obj in lines:
+                    for event in chat.feed(obj):
+                        yield event
+                    if chat.finished:
+                        return
+        raise BackendProtocolError(f"backend {self.name!r} ended the stream before done")
+
+    async def list_models(self) -> list[ModelInfo]:
+        body = await self._get_json("/api/tags")
+        with decode_errors(self.name):
+            return [_model_info(_object(model)) for model in body.get("models") or ()]
+
+    async def probe(self) -> None:
+        await self._get_json("/api/version")
+
+    async def pull(self, model: str) -> AsyncIterator[PullProgress]:
+        lines = self._stream_lines("/api/pull", {"model": model, "stream": True})
+        async with contextlib.aclosing(lines):
+            async for obj in lines:
+                if "error" in obj:
+                    raise BackendServerError(
+                        f"backend {self.name!r} failed to pull {model!r}: {obj['error']}"
+                    )
+                yield PullProgress(
+                    status=obj.get("status") or "",
+                    digest=obj.get("digest") or "",
+                    total=obj.get("total") or 0,
+                    completed=obj.get("completed") or 0,
+                )
+
+    async def delete(self, model: str) -> None:
+        with translate_transport_errors(self.name):
+            response = await self._client.request("DELETE", "/api/delete", json={"model": model})
+            await self._raise_for_status(response)
+
+    async def aclose(self) -> None:
+        await self._client.aclose()
+
+    async def _stream_lines(self, path: str, payload: dict) -> AsyncIterator[dict]:
+        """POSTs `payload` and yields each NDJSON line as a dict. Closing this
+        generator closes the upstream response at once."""
+        lines = NDJSONDecoder()
+        with translate_transport_errors(self.name), decode_errors(self.name):
+            async with self._client.stream("POST", path, json=payload) as response:
+                await self._raise_for_status(response)
+                async for data in response.aiter_bytes():
+                    for obj in lines.feed(data):
+                        yield _object(obj)
+                for obj in lines.flush():
+                    yield _object(obj)
+
+    async def _get_json(self, path: str) -> dict:
+        with translate_transport_errors(self.name), decode_errors(self.name):
+            response = await self._client.get(path)
+            await self._raise_for_status(response)
+            try:
+                body = response.json()
+            except ValueError as exc:
+                raise StreamDecodeError(f"{path} answered with invalid JSON") from exc
+            return _object(body)
+
+    async def _raise_for_status(self, response: httpx.Response) -> None:
+        if response.is_success:
+            return
+        body = await response.aread()
+        raise error_for_status(self.name, response.status_code, _error_text(body), response.headers)
+
+
+def _object(value: object) -> dict:
+    if not isinstance(value, dict):
+        raise StreamDecodeError("expected a JSON object")
+    return value
+
+
+def _model_info(model: dict) -> ModelInfo:
+    details = model.get("details") or {}
+    return ModelInfo(
+        name=str(model.get("name", "")),
+        size_bytes=model.get("size"),
+        family=str(details.get("family") or "") if isinstance(details, dict) else "",
+    )

@@ -1,0 +1,288 @@
+"""The OpenAI Chat Completions adapter: `chat/completions` streamed as SSE and
+`models`, both relative to a base URL ending in `/v1`.
+
+`build_chat_payload` and `OpenAIChatDecoder` are pure; `OpenAIAdapter` is the
+only part that does I/O. Wire facts: PROTOCOLS.md section B. Error messages
+are built from status codes and upstream error text only, never from the
+client's URL or headers (the Authorization header holds a secret).
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import json
+from typing import AsyncIterator
+
+import httpx
+
+from adapters.http import error_for_status, translate_transport_errors
+from adapters.streams import SSEDecoder, StreamDecodeError, decode_errors, new_tool_call_id
+from gateway.domain import (
+    BackendKind,
+    ChatRequest,
+    Delta,
+    Finish,
+    FinishReason,
+    Message,
+    ModelInfo,
+    Options,
+    PullProgress,
+    Role,
+    StreamEvent,
+    ToolCall,
+    Usage,
+)
+from gateway.errors import BackendProtocolError, BackendServerError, Unsupported
+
+_ERROR_TEXT_LIMIT = 300
+_IMAGE_MAGIC = (
+    (b"\x89PNG\r\n\x1a\n", "image/png"),
+    (b"\xff\xd8\xff", "image/jpeg"),
+    (b"GIF87a", "image/gif"),
+    (b"GIF89a", "image/gif"),
+)
+_FINISH_REASONS = {
+    "stop": FinishReason.STOP,
+    "length": FinishReason.LENGTH,
+    "tool_calls": FinishReason.TOOL_CALLS,
+    "function_call": FinishReason.TOOL_CALLS,
+    "content_filter": FinishReason.CONTENT_FILTER,
+}
+
+
+def image_mime(image: bytes) -> str:
+    """The MIME type named by an image's magic bytes."""
+    if image[:4] == b"RIFF" and image[8:12] == b"WEBP":
+        return "image/webp"
+    for magic, mime in _IMAGE_MAGIC:
+        if image.startswith(magic):
+            return mime
+    return "application/octet-stream"
+
+
+def _content(message: Message) -> object:
+    if not message.images:
+        return message.content
+    parts: list[dict[str, object]] = []
+    if message.content:
+        parts.append({"type": "text", "text": message.content})
+    for image in message.images:
+        url = f"data:{image_mime(image)};base64,{base64.b64encode(image).decode('ascii')}"
+        parts.append({"type": "image_url", "image_url": {"url": url}})
+    return parts
+
+
+def _message(message: Message) -> dict[str, object]:
+    out: dict[str, object] = {"role": message.role.value, "content": _content(message)}
+    if message.tool_calls:
+        out["content"] = message.content or None
+        out["tool_calls"] = [
+            {
+                "id": call.id,
+                "type": "function",
+                "function": {"name": call.name, "arguments": call.arguments},
+            }
+            for call in message.tool_calls
+        ]
+    if message.role is Role.TOOL:
+        out["tool_call_id"] = message.tool_call_id
+    return out
+
+
+def _options(options: Options) -> dict[str, object]:
+    values: dict[str, object] = {
+        "temperature": options.temperature,
+        "top_p": options.top_p,
+        "max_tokens": options.max_tokens,
+        "stop": list(options.stop) or None,
+        "seed": options.seed,
+    }
+    return {key: value for key, value in values.items() if value is not None}
+
+
+def build_chat_payload(request: ChatRequest) -> dict[str, object]:
+    """The `chat/completions` request body for a streamed chat with usage."""
+    payload: dict[str, object] = {
+        "model": request.model,
+        "messages": [_message(message) for message in request.messages],
+        "stream": True,
+        "stream_options": {"include_usage": True},
+    }
+    if request.tools:
+        payload["tools"] = [
+            {
+                "type": "function",
+                "function": {
+                    "name": tool.name,
+                    "description": tool.description,
+                    "parameters": dict(tool.parameters),
+                },
+            }
+            for tool in request.tools
+        ]
+    payload.update(_options(request.options))
+    return payload
+
+
+class OpenAIChatDecoder:
+    """Maps SSE data payloads of a streamed chat completion to events.
+
+    Tool-call fragments are gathered per `index` and emitted as one Delta of
+    whole calls when a finish_reason arrives (or at `[DONE]` if none did).
+    """
+
+    def __init__(self, backend: str) -> None:
+        self._backend = backend
+        self._calls: dict[int, dict[str, str]] = {}
+        self._reason = FinishReason.STOP
+        self._usage: Usage | None = None
+        self._finished = False
+
+    @property
+    def finished(self) -> bool:
+        return self._finished
+
+    def feed(self, event_data: str) -> list[StreamEvent]:
+        if event_data.startswith("[DONE]"):
+            self._finished = True
+            return [*self._flush_calls(), Finish(self._reason, self._usage)]
+        try:
+            chunk = json.loads(event_data)
+        except ValueError as exc:
+            raise StreamDecodeError(f"not a JSON event: {event_data[:80]!r}") from exc
+        if not isinstance(chunk, dict):
+            raise StreamDecodeError("an event is not a JSON object")
+        if chunk.get("error"):
+            raise BackendServerError(
+                f"backend {self._backend!r} failed mid-stream: {_error_message(chunk['error'])}"
+            )
+        usage = chunk.get("usage")
+        if isinstance(usage, dict):
+            self._usage = Usage(usage.get("prompt_tokens"), usage.get("completion_tokens"))
+        choices = chunk.get("choices") or []
+        return self._choice(choices[0]) if choices else []
+
+    def _choice(self, choice: object) -> list[StreamEvent]:
+        if not isinstance(choice, dict):
+            raise StreamDecodeError("a choice is not a JSON object")
+        delta = choice.get("delta") or {}
+        if not isinstance(delta, dict):
+            raise StreamDecodeError("a delta is not a JSON object")
+        for fragment in delta.get("tool_calls") or ():
+            self._gather(fragment)
+        events: list[StreamEvent] = []
+        text = Delta(
+            content=delta.get("content") or "",
+            reasoning=delta.get("reasoning") or delta.get("reasoning_content") or "",
+        )
+        if text != Delta():
+            events.append(text)
+        reason = choice.get("finish_reason")
+        if reason is not None:
+            self._reason = _FINISH_REASONS.get(reason, FinishReason.STOP)
+            events.extend(self._flush_calls())
+        return events
+
+    def _gather(self, fragment: object) -> None:
+        if not isinstance(fragment, dict):
+            raise StreamDecodeError("a tool call fragment is not a JSON object")
+        call = self._calls.setdefault(fragment.get("index", 0), {"id": "", "name": "", "args": ""})
+        function = fragment.get("function") or {}
+        call["id"] = fragment.get("id") or call["id"]
+        call["name"] = function.get("name") or call["name"]
+        call["args"] += function.get("arguments") or ""
+
+    def _flush_calls(self) -> list[StreamEvent]:
+        if not self._calls:
+            return []
+        calls = tuple(
+            ToolCall(id=call["id"] or new_tool_call_id(), name=call["name"], arguments=call["args"])
+            for _, call in sorted(self._calls.items())
+        )
+        self._calls = {}
+        return [Delta(tool_calls=calls)]
+
+
+def _error_message(error: object) -> str:
+    if isinstance(error, dict) and "message" in error:
+        return str(error["message"])
+    return str(error)
+
+
+def _error_text(body: bytes) -> str:
+    try:
+        parsed = json.loads(body)
+    except ValueError:
+        parsed = None
+    if isinstance(parsed, dict) and parsed.get("error"):
+        return _error_message(parsed["error"])
+    return body.decode("utf-8", "replace")[:_ERROR_TEXT_LIMIT]
+
+
+class OpenAIAdapter:
+    """One OpenAI-compatible server, reached through `client` (base_url ends in /v1)."""
+
+    kind = BackendKind.OPENAI
+
+    def __init__(self, name: str, client: httpx.AsyncClient) -> None:
+        self.name = name
+        self._client = client
+
+    async def stream_chat(self, request: ChatRequest) -> AsyncIterator[StreamEvent]:
+        payload = build_chat_payload(request)
+        events = SSEDecoder()
+        chat = OpenAIChatDecoder(self.name)
+        with translate_transport_errors(self.name), decode_errors(self.name):
+            async with self._client.stream("POST", "chat/completions", json=payload) as response:
+                await self._raise_for_status(response)
+                async for data in response.aiter_bytes():
+                    for event in events.feed(data):
+                        for item in chat.feed(event.data):
+                            yield item
+                        if chat.finished:
+                            return
+        raise BackendProtocolError(f"backend {self.name!r} ended the stream before [DONE]")
+
+    async def list_models(self) -> list[ModelInfo]:
+        body = await self._get_models()
+        with decode_errors(self.name):
+            models = [_object(model) for model in body.get("data") or ()]
+        return [ModelInfo(name=str(model.get("id", ""))) for model in models]
+
+    async def probe(self) -> None:
+        await self._get_models()
+
+    async def pull(self, model: str) -> AsyncIterator[PullProgress]:
+        raise Unsupported(f"backend {self.name!r} speaks the OpenAI API, which cannot pull models")
+        yield  # makes this an async generator, so the error surfaces on first iteration
+
+    async def delete(self, model: str) -> None:
+        raise Unsupported(
+            f"backend {self.name!r} speaks the OpenAI API, which cannot delete models"
+        )
+
+    async def aclose(self) -> None:
+        await self._client.aclose()
+
+    async def _get_models(self) -> dict:
+        with translate_transport_errors(self.name), decode_errors(self.name):
+            response = await self._client.get("models")
+            await self._raise_for_status(response)
+            try:
+                body = response.json()
+            except ValueError as exc:
+                raise StreamDecodeError("models answered with invalid JSON") from exc
+            return _object(body)
+
+    async def _raise_for_status(self, response: httpx.Response) -> None:
+        if response.is_success:
+            return
+        body = await response.aread()
+        raise error_for_status(self.name, response.status_code, _error_text(body), response.headers)
+
+
+def _object(value: object) -> dict:
+    if not isinstance(value, dict):
+        raise StreamDecodeError("expected a JSON object")
+    return value
