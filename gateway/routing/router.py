@@ -1,0 +1,126 @@
+"""Route resolution and attempt planning.
+
+`Router.resolve` turns a request's `model` into a Route, in SPEC order: a
+route of that name; a rule (by task, or a regular expression on the last user
+message) naming a route; for an empty model, the default route; an implicit
+route over every backend serving a model of that name; else NotFound listing
+what exists.
+
+`Plan` hands out one target per attempt: among targets not yet tried, the best
+(lowest) priority tier that has an available target, then the route's strategy
+within that tier. When no untried target is available the plan still tries
+them (panic mode, as Envoy does) rather than fail without trying.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Mapping, Sequence
+
+from gateway.catalog import Catalog
+from gateway.config import BackendConfig, RouteConfig, RuleConfig
+from gateway.errors import InvalidRequest, NotFound
+from gateway.routing.state import BackendState, Target
+from gateway.routing.strategies import Strategy
+
+StrategyFactory = Callable[[str], Strategy]
+
+
+@dataclass(slots=True)
+class Route:
+    name: str
+    targets: tuple[Target, ...]
+    strategy: Strategy
+    attempts: int
+
+
+class Plan:
+    def __init__(self, route: Route, states: Mapping[str, BackendState]) -> None:
+        self._route = route
+        self._states = states
+        self._untried = list(route.targets)
+        self.attempt = 0
+
+    def next(self) -> Target | None:
+        if self.attempt >= self._route.attempts or not self._untried:
+            return None
+        available = [t for t in self._untried if self._states[t.backend].available]
+        pool = available or self._untried
+        tier = min(t.priority for t in pool)
+        target = self._route.strategy.pick([t for t in pool if t.priority == tier])
+        if target is None:
+            return None
+        self._untried.remove(target)
+        self.attempt += 1
+        return target
+
+
+class Router:
+    IMPLICIT_STRATEGY = "weighted_round_robin"
+
+    def __init__(
+        self,
+        routes: Sequence[RouteConfig],
+        rules: Sequence[RuleConfig],
+        default_route: str,
+        backends: Sequence[BackendConfig],
+        catalog: Catalog,
+        make_strategy: StrategyFactory,
+    ) -> None:
+        self._routes = {
+            r.name: Route(
+                name=r.name,
+                targets=tuple(Target(t.backend, t.model, t.weight, t.priority) for t in r.targets),
+                strategy=make_strategy(r.strategy),
+                attempts=r.attempts,
+            )
+            for r in routes
+        }
+        self._rules = tuple(rules)
+        self._default = default_route
+        self._backends = {b.name: b for b in backends}
+        self._catalog = catalog
+        self._make_strategy = make_strategy
+        self._implicit: dict[str, Route] = {}
+        self._implicit_version = -1
+
+    def resolve(self, model: str, task: str, last_user_text: str) -> Route:
+        route = self._routes.get(model)
+        if route is not None:
+            return route
+        for rule in self._rules:
+            if (rule.task is not None and rule.task == task) or (
+                rule.match is not None and rule.match.search(last_user_text)
+            ):
+                return self._routes[rule.route]
+        if not model:
+            if self._default:
+                return self._routes[self._default]
+            raise InvalidRequest(
+                "model", f"is empty and no default_route is configured; {self._what_exists()}"
+            )
+        route = self._implicit_route(model)
+        if route is None:
+            raise NotFound(f"no route or model named {model!r}; {self._what_exists()}")
+        return route
+
+    def _implicit_route(self, model: str) -> Route | None:
+        if self._implicit_version != self._catalog.version:
+            self._implicit.clear()
+            self._implicit_version = self._catalog.version
+        route = self._implicit.get(model)
+        if route is None:
+            serving = self._catalog.serving(model)
+            if not serving:
+                return None
+            targets = tuple(
+                Target(b, name, self._backends[b].weight, self._backends[b].priority) for b, name in serving
+            )
+            route = Route(model, targets, self._make_strategy(self.IMPLICIT_STRATEGY), len(targets))
+            self._implicit[model] = route
+        return route
+
+    def _what_exists(self) -> str:
+        routes = ", ".join(sorted(self._routes)) or "none"
+        models = ", ".join(self._catalog.all_models()) or "none discovered"
+        return f"routes: {routes}; models: {models}"
