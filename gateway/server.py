@@ -1,0 +1,141 @@
+"""The composition root: the one place that names concrete adapters,
+strategies and servicers, builds them from a Config, and runs the grpc.aio
+server with health, reflection, model discovery and graceful shutdown."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from typing import Callable
+
+import grpc
+import httpx
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from adapters.base import Adapter
+from adapters.http import build_client
+from adapters.ollama import OllamaAdapter
+from adapters.openai import OpenAIAdapter
+from gateway.catalog import Catalog
+from gateway.config import BackendConfig, Config
+from gateway.dispatch import Dispatcher
+from gateway.domain import BackendKind
+from gateway.errors import BackendError
+from gateway.routing.router import Router
+from gateway.routing.state import BackendState
+from gateway.routing.strategies import LeastUsed, PriorityOrder, SmoothWeightedRoundRobin, Strategy
+from gateway.services.generate import GenerateServicer
+from gateway.services.model import ModelServicer
+from turnout.v1 import generate_pb2, generate_pb2_grpc, model_pb2, model_pb2_grpc
+
+log = logging.getLogger("turnout")
+TransportFactory = Callable[[BackendConfig], httpx.AsyncBaseTransport | None]
+SERVICES = (
+    generate_pb2.DESCRIPTOR.services_by_name["GenerateService"].full_name,
+    model_pb2.DESCRIPTOR.services_by_name["ModelService"].full_name,
+)
+DISCOVERY_TIMEOUT = 5.0
+
+
+def build_adapter(backend: BackendConfig, transport: httpx.AsyncBaseTransport | None = None) -> Adapter:
+    headers = {"Authorization": f"Bearer {backend.api_key}"} if backend.api_key else None
+    client = build_client(backend.url, backend.http, headers=headers, transport=transport)
+    if backend.kind is BackendKind.OLLAMA:
+        return OllamaAdapter(backend.name, client)
+    return OpenAIAdapter(backend.name, client)
+
+
+class Gateway:
+    """One gateway process: `await start()`, then `await stop()`."""
+
+    def __init__(self, config: Config, transport_for: TransportFactory = lambda backend: None) -> None:
+        self.config = config
+        self.states = {b.name: BackendState(b.name) for b in config.backends}
+        self.adapters = {b.name: build_adapter(b, transport_for(b)) for b in config.backends}
+        self.catalog = Catalog({b.name: b.models for b in config.backends})
+        router = Router(
+            config.routes, config.rules, config.default_route, config.backends, self.catalog, self._strategy
+        )
+        self.dispatcher = Dispatcher(router, self.states, self.adapters)
+        self.health = health.aio.HealthServicer()
+        self.server = grpc.aio.server(
+            options=[
+                ("grpc.max_receive_message_length", config.limits.max_request_bytes),
+                ("grpc.so_reuseport", 0),
+            ]
+        )
+        self.port = 0
+        self._discovery: asyncio.Task[None] | None = None
+
+    def _strategy(self, name: str) -> Strategy:
+        if name == "weighted_round_robin":
+            return SmoothWeightedRoundRobin()
+        if name == "least_used":
+            return LeastUsed(lambda target: self.states[target.backend].in_flight)
+        return PriorityOrder()
+
+    async def start(self) -> int:
+        generate_pb2_grpc.add_GenerateServiceServicer_to_server(
+            GenerateServicer(self.dispatcher, self.config.limits), self.server
+        )
+        model_pb2_grpc.add_ModelServiceServicer_to_server(
+            ModelServicer(self.config.backends, self.states, self.adapters, self.catalog, self.refresh), self.server
+        )
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
+        reflection.enable_server_reflection((*SERVICES, health.SERVICE_NAME, reflection.SERVICE_NAME), self.server)
+        self.port = self.server.add_insecure_port(self.config.listen)
+        if self.port == 0:
+            raise OSError(f"cannot listen on {self.config.listen}")
+        await asyncio.gather(*(self.refresh(name) for name in self.adapters))
+        await self.server.start()
+        for service in ("", *SERVICES):
+            await self.health.set(service, health_pb2.HealthCheckResponse.SERVING)
+        self._discovery = asyncio.create_task(self._discover_forever())
+        return self.port
+
+    async def refresh(self, backend: str) -> None:
+        """Re-reads a backend's model list; its success or failure is also the
+        backend's health until the routing engine brings active probes."""
+        try:
+            async with asyncio.timeout(DISCOVERY_TIMEOUT):
+                models = await self.adapters[backend].list_models()
+        except (BackendError, TimeoutError) as exc:
+            if self.states[backend].healthy is not False:
+                log.warning("backend %s is down: %s", backend, getattr(exc, "message", "timed out"))
+            self.states[backend].healthy = False
+            return
+        self.states[backend].healthy = True
+        self.catalog.update(backend, models)
+
+    async def _discover_forever(self) -> None:
+        while True:
+            await asyncio.sleep(self.config.discovery_interval)
+            await asyncio.gather(*(self.refresh(name) for name in self.adapters))
+
+    async def stop(self, grace: float | None = None) -> None:
+        """Health turns NOT_SERVING, new calls are refused, in-flight calls get
+        `grace` seconds to finish, then everything is closed."""
+        await self.health.enter_graceful_shutdown()
+        if self._discovery is not None:
+            self._discovery.cancel()
+        await self.server.stop(self.config.shutdown_grace if grace is None else grace)
+        await asyncio.gather(*(adapter.aclose() for adapter in self.adapters.values()))
+
+
+async def serve(config: Config) -> int:
+    """Runs until SIGTERM or SIGINT, then drains and returns 0."""
+    gateway = Gateway(config)
+    port = await gateway.start()
+    host = config.listen.rsplit(":", 1)[0]
+    log.info("turnout listening on %s:%d with backends %s", host, port, ", ".join(gateway.adapters) or "none")
+    stopping = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stopping.set)
+    await stopping.wait()
+    log.info("draining: refusing new calls, %.0fs grace for in-flight streams", config.shutdown_grace)
+    await gateway.stop()
+    log.info("stopped")
+    return 0

@@ -1,0 +1,1 @@
+"""One servicer per proto service: proto <-> domain translation, nothing else."""

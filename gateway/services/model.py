@@ -1,0 +1,104 @@
+"""ModelService: what the gateway can reach, and model management on Ollama."""
+
+from __future__ import annotations
+
+from typing import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+
+import grpc
+
+from adapters.base import Adapter
+from gateway.catalog import Catalog
+from gateway.config import BackendConfig, redact_url
+from gateway.domain import BackendKind
+from gateway.errors import BackendModelMissing, InvalidRequest, NotFound
+from gateway.routing.state import BackendState
+from gateway.services.convert import duration
+from gateway.services.status import abort
+from turnout.v1 import model_pb2, model_pb2_grpc
+
+_KINDS = {BackendKind.OLLAMA: model_pb2.BACKEND_KIND_OLLAMA, BackendKind.OPENAI: model_pb2.BACKEND_KIND_OPENAI}
+
+
+class ModelServicer(model_pb2_grpc.ModelServiceServicer):
+    def __init__(
+        self,
+        backends: Sequence[BackendConfig],
+        states: Mapping[str, BackendState],
+        adapters: Mapping[str, Adapter],
+        catalog: Catalog,
+        refresh: Callable[[str], Awaitable[None]],
+    ) -> None:
+        self._backends = tuple(backends)
+        self._states = states
+        self._adapters = adapters
+        self._catalog = catalog
+        self._refresh = refresh
+
+    async def ListModels(self, request, context) -> model_pb2.ListModelsResponse:
+        models = []
+        for name, backends in self._catalog.all_models().items():
+            infos = [self._catalog.info(b, name) for b in backends]
+            model = model_pb2.Model(
+                name=name,
+                backends=backends,
+                family=next((i.family for i in infos if i.family), ""),
+                healthy=any(self._states[b].healthy for b in backends),
+            )
+            size = next((i.size_bytes for i in infos if i.size_bytes is not None), None)
+            if size is not None:
+                model.size_bytes = size
+            models.append(model)
+        return model_pb2.ListModelsResponse(models=models)
+
+    async def ListBackends(self, request, context) -> model_pb2.ListBackendsResponse:
+        out = []
+        for b in self._backends:
+            state = self._states[b.name]
+            backend = model_pb2.Backend(
+                name=b.name,
+                kind=_KINDS[b.kind],
+                endpoint=redact_url(b.url),
+                state={None: model_pb2.BACKEND_STATE_UNSPECIFIED, True: model_pb2.BACKEND_STATE_HEALTHY,
+                       False: model_pb2.BACKEND_STATE_DOWN}[state.healthy],
+                in_flight=state.in_flight,
+                requests_total=state.requests_total,
+                errors_total=state.errors_total,
+                weight=b.weight,
+                priority=b.priority,
+                models=self._catalog.models_of(b.name),
+            )
+            if state.latency_estimate is not None:
+                backend.latency_estimate.CopyFrom(duration(state.latency_estimate))
+            out.append(backend)
+        return model_pb2.ListBackendsResponse(backends=out)
+
+    def _adapter(self, backend: str, model: str) -> Adapter:
+        if not backend:
+            raise InvalidRequest("backend", "is required")
+        if not model.strip():
+            raise InvalidRequest("model", "is required")
+        adapter = self._adapters.get(backend)
+        if adapter is None:
+            raise NotFound(f"no backend named {backend!r}; backends: {', '.join(self._adapters)}")
+        return adapter
+
+    async def PullModel(self, request, context) -> AsyncIterator[model_pb2.PullModelResponse]:
+        try:
+            async for p in self._adapter(request.backend, request.model).pull(request.model):
+                yield model_pb2.PullModelResponse(
+                    status=p.status, digest=p.digest, total_bytes=p.total, completed_bytes=p.completed
+                )
+            await self._refresh(request.backend)
+        except Exception as exc:
+            await abort(context, exc, f"pull:{request.backend}")
+
+    async def DeleteModel(self, request, context) -> model_pb2.DeleteModelResponse:
+        try:
+            try:
+                await self._adapter(request.backend, request.model).delete(request.model)
+            except BackendModelMissing:
+                raise NotFound(f"backend {request.backend!r} has no model {request.model!r}") from None
+            await self._refresh(request.backend)
+        except Exception as exc:
+            await abort(context, exc, f"delete:{request.backend}")
+        return model_pb2.DeleteModelResponse()
