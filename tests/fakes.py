@@ -1,0 +1,471 @@
+"""Loopback fakes of the Ollama native API and OpenAI Chat Completions, speaking
+the wire formats of PROTOCOLS.md (A.0-A.6, B.1-B.4) byte for byte.
+
+Each fake is a plain `asyncio.start_server` HTTP/1.1 server on 127.0.0.1:0 in
+the test's event loop: keep-alive, Content-Length or chunked request bodies,
+`Content-Length` for fixed replies, `Transfer-Encoding: chunked` for streams
+with one write + drain per NDJSON line or SSE event. A reader task per
+connection sees EOF at once, so a client that leaves mid-stream sets
+`fake.disconnected` and `fake.disconnect_time` even while the fake is idle.
+
+Each chat request (Ollama `POST /api/chat`, OpenAI `POST /v1/chat/completions`)
+takes the next behaviour queued by `fake.script(...)`; with none queued it is
+`Reply("Hello", " world")`, and Ollama answers 404 for a model that is not in
+`fake.models`. What each behaviour sends (Ollama NDJSON / OpenAI SSE):
+
+- Reply(*pieces, reasoning, tool_calls, finish, usage): a whole stream. Ollama:
+  a `message.thinking` line per reasoning piece, a `message.content` line per
+  piece, one line holding every `message.tool_calls`, then `done:true` with
+  `done_reason` and metrics (no token counts when usage is None). OpenAI: a
+  `delta.role` chunk, `delta.reasoning_content` chunks, `delta.content` chunks,
+  each tool call as fragments (id/type/name, then the arguments JSON in two
+  pieces), the finish chunk ("tool_calls" replaces "stop" after tool calls),
+  the usage chunk if the request set `stream_options.include_usage`, `[DONE]`.
+- Gate(...): as Reply, but sets `fake.hung` after the pieces and holds the end
+  (Ollama done line; OpenAI finish chunk onwards) until `fake.release` is set.
+- HttpError(status, message, headers): that status before any streaming;
+  Ollama `{"error": message}`, OpenAI `{"error": {message, type, param, code}}`.
+- MidStreamError(*pieces, message): the pieces, then Ollama `{"error": message}`
+  (no `done`) / OpenAI `data: {"error": {...}}`, then the body ends (no [DONE]).
+- Truncate(*pieces): the pieces, then a clean end of body without done / [DONE].
+- Garbage(*pieces): the pieces, then a line that is not JSON, then the end.
+- Hang(*pieces): the pieces, sets `fake.hung`, then waits until the client
+  leaves or the fake stops.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import http.client
+import json
+import socket
+import time
+import uuid
+from collections import deque
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+
+NDJSON, SSE, TEXT = "application/x-ndjson", "text/event-stream", "text/plain; charset=utf-8"
+
+
+def unused_port() -> int:
+    """A loopback port nothing listens on (for connection-refused tests)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _fill(obj, **values) -> None:
+    for name, value in values.items():
+        object.__setattr__(obj, name, value)
+
+
+@dataclass(frozen=True, init=False)
+class Reply:
+    pieces: tuple[str, ...]
+    reasoning: tuple[str, ...] = ()
+    tool_calls: tuple[tuple[str, dict], ...] = ()
+    finish: str = "stop"
+    usage: tuple[int, int] | None = (10, 5)
+
+    def __init__(self, *pieces: str, reasoning=(), tool_calls=(), finish="stop", usage=(10, 5)):
+        _fill(self, pieces=pieces, reasoning=tuple(reasoning), tool_calls=tuple(tool_calls),
+              finish=finish, usage=usage)
+
+
+class Gate(Reply):
+    pass
+
+
+@dataclass(frozen=True)
+class HttpError:
+    status: int
+    message: str = "upstream error"
+    headers: dict = field(default_factory=dict)
+
+
+@dataclass(frozen=True, init=False)
+class MidStreamError:
+    pieces: tuple[str, ...]
+    message: str
+
+    def __init__(self, *pieces: str, message: str = "an error was encountered while running the model"):
+        _fill(self, pieces=pieces, message=message)
+
+
+@dataclass(frozen=True, init=False)
+class _Pieces:
+    pieces: tuple[str, ...]
+
+    def __init__(self, *pieces: str):
+        _fill(self, pieces=pieces)
+
+
+class Truncate(_Pieces):
+    pass
+
+
+class Garbage(_Pieces):
+    pass
+
+
+class Hang(_Pieces):
+    pass
+
+
+@dataclass(frozen=True)
+class RecordedRequest:
+    method: str
+    path: str  # without the query string
+    headers: dict[str, str]  # names lowercased
+    body: bytes
+    json: object | None
+
+
+def _dumps(obj) -> bytes:
+    return json.dumps(obj, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def _digest(name: str) -> str:
+    return hashlib.sha256(name.encode()).hexdigest()
+
+
+def _call_id() -> str:
+    return "call_" + uuid.uuid4().hex[:8]
+
+
+def _tagged(model: str) -> str:
+    return model if ":" in model.rsplit("/", 1)[-1] else model + ":latest"
+
+
+async def _read_request(reader: asyncio.StreamReader) -> RecordedRequest | None:
+    """One request off the connection; None at a clean EOF between requests."""
+    if not (line := await reader.readline()):
+        return None
+    method, target, _ = line.decode("latin-1").split(" ", 2)
+    headers = {}
+    while (raw := await reader.readline()) not in (b"\r\n", b"\n"):
+        if not raw:
+            raise EOFError
+        name, _, value = raw.decode("latin-1").partition(":")
+        headers[name.strip().lower()] = value.strip()
+    if headers.get("transfer-encoding", "").lower() == "chunked":
+        body = b""
+        while size := int((await reader.readline()).split(b";")[0], 16):
+            body += await reader.readexactly(size)
+            await reader.readexactly(2)
+        while await reader.readline() not in (b"\r\n", b"\n", b""):
+            pass  # trailers
+    else:
+        body = await reader.readexactly(int(headers.get("content-length", 0)))
+    try:
+        parsed = json.loads(body) if body else None
+    except ValueError:
+        parsed = None
+    return RecordedRequest(method, target.split("?", 1)[0], headers, body, parsed)
+
+
+class _Conn:
+    """One client connection: writes responses; the reader task sets `eof`."""
+
+    def __init__(self, writer: asyncio.StreamWriter):
+        self.writer, self.eof, self.streaming = writer, asyncio.Event(), False
+
+    async def _send(self, status: int, headers: dict, body: bytes = b""):
+        lines = [f"HTTP/1.1 {status} {http.client.responses.get(status, 'Unknown')}",
+                 *(f"{name}: {value}" for name, value in headers.items())]
+        self.writer.write(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body)
+        await self.writer.drain()
+
+    async def respond(self, status: int, body: bytes = b"", ctype: str | None = None, headers=None):
+        fields = {"Content-Type": ctype} if ctype else {}
+        await self._send(status, fields | {"Content-Length": len(body)} | dict(headers or {}), body)
+
+    async def stream(self, ctype: str, chunks: Iterable[bytes], end: bool = True):
+        """Send chunks (starting the chunked 200 if need be), each write drained; `end` closes the body."""
+        if not self.streaming:
+            self.streaming = True
+            await self._send(200, {"Content-Type": ctype, "Transfer-Encoding": "chunked"})
+        for data in chunks:
+            self.writer.write(b"%x\r\n%s\r\n" % (len(data), data))
+            await self.writer.drain()
+        if end:
+            self.writer.write(b"0\r\n\r\n")
+            await self.writer.drain()
+            self.streaming = False
+
+    async def until(self, event: asyncio.Event | None) -> bool:
+        """Wait for `event` (None: forever) or EOF; True unless the client left."""
+        waits = [asyncio.ensure_future(e.wait()) for e in (self.eof, event) if e]
+        try:
+            await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for waiter in waits:
+                waiter.cancel()
+        return not self.eof.is_set()
+
+
+class _Fake:
+    json_type = "application/json"
+
+    def __init__(self, models: Iterable[str]):
+        self.models = list(models)
+        self.requests: list[RecordedRequest] = []
+        self.connections = 0  # accepted so far; keep-alive tests compare it
+        self.disconnected, self.disconnect_time = asyncio.Event(), None
+        self.hung, self.release = asyncio.Event(), asyncio.Event()
+        self.port = 0
+        self._script: deque = deque()
+        self._arrived = asyncio.Condition()
+        self._tasks: set[asyncio.Task] = set()
+
+    def script(self, *behaviours) -> None:
+        self._script.extend(behaviours)
+
+    async def wait_for_requests(self, n: int, path: str | None = None) -> list[RecordedRequest]:
+        """The requests (to `path`, if given) once there are at least n; fails after 10 s."""
+        def matching():
+            return [r for r in self.requests if path in (None, r.path)]
+
+        try:
+            async with asyncio.timeout(10), self._arrived:
+                await self._arrived.wait_for(lambda: len(matching()) >= n)
+        except TimeoutError:
+            raise AssertionError(f"wanted {n} requests to {path or 'any path'}, got {len(matching())}") from None
+        return matching()
+
+    async def __aenter__(self):
+        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        self.port = self._server.sockets[0].getsockname()[1]
+        return self
+
+    async def __aexit__(self, *exc_info):
+        self._server.close()
+        tasks = list(self._tasks)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        await self._server.wait_closed()
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter):
+        self._tasks.add(task := asyncio.current_task())
+        self.connections += 1
+        conn, queue = _Conn(writer), asyncio.Queue()
+        reading = asyncio.create_task(self._read_loop(reader, conn, queue))
+        try:
+            while (request := await queue.get()) is not None:
+                await self._route(request, conn)
+                if request.headers.get("connection", "").lower() == "close":
+                    break
+        except ConnectionError:
+            if conn.streaming:
+                self._disconnect()
+        except asyncio.CancelledError:
+            pass  # only __aexit__ cancels; 3.11's start_server would log a cancelled handler as an error
+        finally:
+            reading.cancel()
+            writer.close()
+            self._tasks.discard(task)
+
+    async def _read_loop(self, reader: asyncio.StreamReader, conn: _Conn, queue: asyncio.Queue):
+        try:
+            while (request := await _read_request(reader)) is not None:
+                async with self._arrived:
+                    self.requests.append(request)
+                    self._arrived.notify_all()
+                queue.put_nowait(request)
+        except (ConnectionError, EOFError, ValueError):
+            pass
+        conn.eof.set()
+        if conn.streaming:
+            self._disconnect()
+        queue.put_nowait(None)
+
+    def _disconnect(self):
+        self.disconnect_time = time.monotonic()
+        self.disconnected.set()
+
+    async def _json(self, conn: _Conn, status: int, obj, headers=None):
+        await conn.respond(status, _dumps(obj), self.json_type, headers)
+
+    async def _chat(self, conn: _Conn, stream: _OllamaStream | _OpenAIStream):
+        behaviour = self._script.popleft() if self._script else Reply("Hello", " world")
+        if isinstance(behaviour, HttpError):
+            return await self._error(conn, behaviour.status, behaviour.message, behaviour.headers)
+        await conn.stream(stream.ctype, stream.opening(behaviour), end=False)
+        if isinstance(behaviour, (Hang, Gate)):
+            self.hung.set()
+            if not await conn.until(self.release if isinstance(behaviour, Gate) else None):
+                return
+        match behaviour:
+            case Reply():
+                tail = stream.ending(behaviour)
+            case MidStreamError():
+                tail = [stream.error(behaviour.message)]
+            case Garbage():
+                tail = [stream.garbage]
+            case _:
+                tail = []
+        await conn.stream(stream.ctype, tail)
+
+
+class _OllamaStream:
+    ctype, garbage = NDJSON, b"this is not json\n"
+
+    def __init__(self, model: str):
+        self.model = model
+
+    def _line(self, content: str = "", message: dict | None = None, ending: dict | None = None) -> bytes:
+        created_at = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+        message = {"role": "assistant", "content": content, **(message or {})}
+        head = {"model": self.model, "created_at": created_at, "message": message}
+        return _dumps(head | (ending or {"done": False})) + b"\n"
+
+    def opening(self, behaviour) -> list[bytes]:
+        lines = [self._line(message={"thinking": t}) for t in getattr(behaviour, "reasoning", ())]
+        lines += [self._line(piece) for piece in behaviour.pieces]
+        if calls := getattr(behaviour, "tool_calls", ()):
+            lines.append(self._line(message={"tool_calls": [
+                {"id": _call_id(), "function": {"index": i, "name": name, "arguments": args}}
+                for i, (name, args) in enumerate(calls)]}))
+        return lines
+
+    def ending(self, reply: Reply) -> list[bytes]:
+        prompt, completion = reply.usage or (None, None)
+        metrics = {"total_duration": 182242375, "load_duration": 41295167, "prompt_eval_count": prompt,
+                   "prompt_eval_duration": 24573166, "eval_count": completion, "eval_duration": 115959084}
+        ending = {"done_reason": reply.finish, "done": True}
+        return [self._line(ending=ending | {k: v for k, v in metrics.items() if v is not None})]
+
+    def error(self, message: str) -> bytes:
+        return _dumps({"error": message}) + b"\n"
+
+
+class FakeOllama(_Fake):
+    json_type = "application/json; charset=utf-8"
+
+    def __init__(self, models: Iterable[str] = ("llama3.2:1b",)):
+        super().__init__(models)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def _has(self, model: str) -> bool:
+        return _tagged(model) in map(_tagged, self.models)
+
+    async def _error(self, conn: _Conn, status: int, message: str, headers=None):
+        await self._json(conn, status, {"error": message}, headers)
+
+    async def _route(self, req: RecordedRequest, conn: _Conn):
+        body = req.json if isinstance(req.json, dict) else {}
+        model = body.get("model") or body.get("name") or ""
+        match req.method, req.path:
+            case "GET", "/":
+                await conn.respond(200, b"Ollama is running", TEXT)
+            case "GET", "/api/version":
+                await self._json(conn, 200, {"version": "0.5.1"})
+            case "GET", "/api/tags":
+                await self._json(conn, 200, {"models": [_tag_entry(m) for m in self.models]})
+            case "POST", "/api/chat" if self._script or self._has(model):
+                await self._chat(conn, _OllamaStream(model))
+            case "POST", "/api/chat":
+                await self._error(conn, 404, f'model "{model}" not found, try pulling it first')
+            case "POST", "/api/pull":
+                digest, total = "sha256:" + _digest(model), 1234567
+                layer = {"status": f"pulling {digest[7:19]}", "digest": digest, "total": total}
+                statuses = ["verifying sha256 digest", "writing manifest", "removing unused layers", "success"]
+                lines = [{"status": "pulling manifest"}, layer, {**layer, "completed": total // 2},
+                         {**layer, "completed": total}, *({"status": s} for s in statuses)]
+                await conn.stream(NDJSON, [_dumps(line) + b"\n" for line in lines])
+                self.models += [] if self._has(model) else [model]
+            case "DELETE", "/api/delete" if self._has(model):
+                self.models = [m for m in self.models if _tagged(m) != _tagged(model)]
+                await conn.respond(200)
+            case "DELETE", "/api/delete":
+                await self._error(conn, 404, f"model '{model}' not found")
+            case _:
+                await conn.respond(404, b"404 page not found", TEXT)
+
+
+def _tag_entry(name: str) -> dict:
+    details = {"parent_model": "", "format": "gguf", "family": "llama", "families": ["llama"],
+               "parameter_size": "1.2B", "quantization_level": "Q4_K_M"}
+    return {"name": name, "model": name, "modified_at": "2025-01-15T10:20:30.123456Z", "size": 1234567,
+            "digest": _digest(name), "details": details}
+
+
+def _openai_error(status: int, message: str, kind: str | None = None, code: str | None = None) -> dict:
+    kind = kind or {400: "invalid_request_error", 404: "not_found_error"}.get(status, "api_error")
+    return {"error": {"message": message, "type": kind, "param": None, "code": code}}
+
+
+class _OpenAIStream:
+    ctype, garbage = SSE, b"data: this is not json\n\n"
+
+    def __init__(self, model: str, include_usage: bool):
+        self.include_usage = include_usage
+        self.base = {"id": "chatcmpl-" + uuid.uuid4().hex[:24], "object": "chat.completion.chunk",
+                     "created": int(time.time()), "model": model}
+
+    @staticmethod
+    def _event(obj) -> bytes:
+        return b"data: " + _dumps(obj) + b"\n\n"
+
+    def _chunk(self, delta: dict, finish: str | None = None) -> bytes:
+        choice = {"index": 0, "delta": delta, "finish_reason": finish}
+        return self._event({**self.base, "choices": [choice], "usage": None})
+
+    def opening(self, behaviour) -> list[bytes]:
+        chunks = [self._chunk({"role": "assistant", "content": ""})]
+        chunks += [self._chunk({"reasoning_content": t}) for t in getattr(behaviour, "reasoning", ())]
+        chunks += [self._chunk({"content": piece}) for piece in behaviour.pieces]
+        for i, (name, args) in enumerate(getattr(behaviour, "tool_calls", ())):
+            head = {"index": i, "id": _call_id(), "type": "function", "function": {"name": name, "arguments": ""}}
+            text = _dumps(args).decode()
+            chunks.append(self._chunk({"tool_calls": [head]}))
+            chunks += [self._chunk({"tool_calls": [{"index": i, "function": {"arguments": part}}]})
+                       for part in (text[: len(text) // 2], text[len(text) // 2:])]
+        return chunks
+
+    def ending(self, reply: Reply) -> list[bytes]:
+        chunks = [self._chunk({}, "tool_calls" if reply.tool_calls and reply.finish == "stop" else reply.finish)]
+        if self.include_usage and reply.usage:
+            prompt, completion = reply.usage
+            usage = {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
+            chunks.append(self._event({**self.base, "choices": [], "usage": usage}))
+        return chunks + [b"data: [DONE]\n\n"]
+
+    def error(self, message: str) -> bytes:
+        return self._event(_openai_error(500, message))
+
+
+class FakeOpenAI(_Fake):
+    def __init__(self, models: Iterable[str] = ("gpt-4o-mini",), api_key: str | None = None):
+        super().__init__(models)
+        self.api_key = api_key
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/v1"
+
+    async def _error(self, conn: _Conn, status: int, message: str, headers=None, kind=None, code=None):
+        await self._json(conn, status, _openai_error(status, message, kind, code), headers)
+
+    async def _route(self, req: RecordedRequest, conn: _Conn):
+        body = req.json if isinstance(req.json, dict) else {}
+        match req.method, req.path:
+            case _ if self.api_key and req.headers.get("authorization") != f"Bearer {self.api_key}":
+                await self._error(conn, 401, "Incorrect API key provided.", kind="invalid_request_error",
+                                  code="invalid_api_key")
+            case "GET", "/v1/models":
+                data = [{"id": m, "object": "model", "created": 1700000000, "owned_by": "library"}
+                        for m in self.models]
+                await self._json(conn, 200, {"object": "list", "data": data})
+            case "POST", "/v1/chat/completions":
+                include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
+                await self._chat(conn, _OpenAIStream(body.get("model", ""), include_usage))
+            case _:
+                await self._error(conn, 404, f"Invalid URL ({req.method} {req.path})")
