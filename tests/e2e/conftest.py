@@ -1,0 +1,69 @@
+"""A real gateway on port 0 in front of loopback fake upstreams, called
+through the generated stubs."""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+from typing import AsyncIterator
+
+import grpc
+import pytest
+from grpc_health.v1 import health_pb2_grpc
+
+from gateway import config as config_module
+from gateway.server import Gateway
+from tests.fakes import FakeOllama, FakeOpenAI
+from turnout.v1 import generate_pb2_grpc, model_pb2_grpc
+
+SECRET = "sk-test-planted-secret-0123456789"
+
+
+@dataclass
+class Client:
+    gateway: Gateway
+    channel: grpc.aio.Channel
+    generate: generate_pb2_grpc.GenerateServiceStub
+    models: model_pb2_grpc.ModelServiceStub
+    health: health_pb2_grpc.HealthStub
+
+
+@contextlib.asynccontextmanager
+async def serve(yaml_text: str, env: dict[str, str] | None = None) -> AsyncIterator[Client]:
+    config = config_module.parse(yaml_text, {"CLOUD_KEY": SECRET, **(env or {})})
+    config = config_module.Config(**{**{f: getattr(config, f) for f in config.__dataclass_fields__},
+                                     "listen": "127.0.0.1:0"})
+    gateway = Gateway(config)
+    port = await gateway.start()
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+            yield Client(
+                gateway,
+                channel,
+                generate_pb2_grpc.GenerateServiceStub(channel),
+                model_pb2_grpc.ModelServiceStub(channel),
+                health_pb2_grpc.HealthStub(channel),
+            )
+    finally:
+        await gateway.stop(grace=0)
+
+
+def backends_yaml(ollama: FakeOllama | None = None, openai: FakeOpenAI | None = None) -> str:
+    lines = ["backends:"]
+    if ollama is not None:
+        lines.append(f"  - {{name: local, kind: ollama, url: '{ollama.url}'}}")
+    if openai is not None:
+        lines.append(f"  - {{name: cloud, kind: openai, url: '{openai.url}', api_key: '${{CLOUD_KEY}}', priority: 1}}")
+    return "\n".join(lines) + "\n"
+
+
+@pytest.fixture
+async def ollama() -> AsyncIterator[FakeOllama]:
+    async with FakeOllama() as fake:
+        yield fake
+
+
+@pytest.fixture
+async def openai() -> AsyncIterator[FakeOpenAI]:
+    async with FakeOpenAI(api_key=SECRET) as fake:
+        yield fake

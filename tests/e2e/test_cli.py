@@ -1,0 +1,113 @@
+"""The `turnout` command as a user runs it: serve in its own process, chat,
+models, backends, check-config, and SIGTERM draining a stream in flight."""
+
+import asyncio
+import os
+import signal
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.e2e.conftest import SECRET
+from tests.fakes import Gate, unused_port
+
+TURNOUT = [sys.executable, "-m", "gateway.cli"]
+
+
+async def run(*args: str, env: dict[str, str] | None = None) -> tuple[int, str, str]:
+    process = await asyncio.create_subprocess_exec(
+        *TURNOUT, *args, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        env={**os.environ, **(env or {})},
+    )
+    out, err = await asyncio.wait_for(process.communicate(), 30)
+    return process.returncode, out.decode(), err.decode()
+
+
+@pytest.fixture
+async def served(ollama, tmp_path):
+    """`turnout serve` in a child process, in front of the fake Ollama; yields (process, address)."""
+    port = unused_port()
+    config = tmp_path / "turnout.yaml"
+    config.write_text(
+        f"listen: 127.0.0.1:{port}\nshutdown_grace: 10s\n"
+        f"backends:\n  - {{name: local, kind: ollama, url: '{ollama.url}'}}\n"
+        "routes:\n  - {name: chat, targets: [{backend: local, model: llama3.2:1b}]}\ndefault_route: chat\n"
+    )
+    process = await asyncio.create_subprocess_exec(
+        *TURNOUT, "serve", "--config", str(config), stderr=asyncio.subprocess.PIPE
+    )
+    while b"listening on" not in (line := await asyncio.wait_for(process.stderr.readline(), 30)):
+        assert line, "turnout serve exited before listening"
+    yield process, f"127.0.0.1:{port}"
+    if process.returncode is None:
+        process.kill()
+        await process.wait()
+
+
+async def test_chat_prints_the_streamed_answer(served, ollama):
+    _, address = served
+    ollama.script(Gate("Hel", "lo"))
+    chat = asyncio.create_task(run("chat", "--gateway", address, "say hello"))
+    await ollama.hung.wait()
+    ollama.release.set()
+    code, out, err = await chat
+    assert (code, out, err) == (0, "Hello\n", "")
+    assert ollama.requests[-1].json["messages"] == [{"role": "user", "content": "say hello"}]
+
+
+async def test_models_and_backends_print_tables(served):
+    _, address = served
+    code, out, _ = await run("models", "--gateway", address)
+    assert code == 0 and "llama3.2:1b" in out and "local" in out
+    code, out, _ = await run("backends", "--gateway", address)
+    assert code == 0 and "healthy" in out and "ollama" in out
+
+
+async def test_chat_reports_an_unknown_model_plainly(served):
+    _, address = served
+    code, out, err = await run("chat", "--gateway", address, "--model", "gpt-9", "hi")
+    assert code == 1 and out == ""
+    assert err.startswith("error: NOT_FOUND: no route or model named 'gpt-9'")
+
+
+async def test_sigterm_drains_the_stream_in_flight_and_exits_0(served, ollama):
+    process, address = served
+    ollama.script(Gate("Hel", "lo"))
+    chat = asyncio.create_task(run("chat", "--gateway", address, "hi"))
+    await ollama.hung.wait()
+    process.send_signal(signal.SIGTERM)
+    while b"draining" not in (await process.stderr.readline()):
+        pass
+    ollama.release.set()
+    assert (await chat)[:2] == (0, "Hello\n")
+    assert await asyncio.wait_for(process.wait(), 15) == 0
+
+
+async def test_check_config_names_the_key_and_line(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("backends:\n  - name: a\n    kind: ollama\n    url: http://x\n    wieght: 2\n")
+    code, out, err = await run("check-config", str(bad))
+    assert code == 2 and out == ""
+    assert err.strip() == "config error: backends[0].wieght (line 5): unknown key (known keys: api_key, " \
+        "api_key_file, connect_timeout, kind, max_connections, models, name, priority, read_timeout, url, weight)"
+
+
+async def test_check_config_summarises_without_the_secret(tmp_path):
+    good = tmp_path / "good.yaml"
+    good.write_text("backends:\n  - {name: cloud, kind: openai, url: 'https://api.example.com/v1', api_key: '${CLOUD_KEY}'}\n")
+    code, out, err = await run("check-config", str(good), env={"CLOUD_KEY": SECRET})
+    assert code == 0 and "backend cloud: openai https://api.example.com/v1" in out and "api_key=set" in out
+    assert SECRET not in out + err
+
+
+async def test_check_config_on_a_missing_file_says_so(tmp_path):
+    code, _, err = await run("check-config", str(tmp_path / "nope.yaml"))
+    assert code == 2 and "cannot read config file" in err and "No such file" in err
+
+
+def test_example_config_is_valid():
+    from gateway import config
+
+    loaded = config.load(Path(__file__).parents[2] / "turnout.example.yaml", env={"CLOUD_KEY": "x"})
+    assert loaded.routes and loaded.backends
