@@ -27,6 +27,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from gateway.server import serve
 
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)
     config = _load_config(args.config)
     if args.listen:
         config = config_module.Config(**{**_fields(config), "listen": args.listen})
@@ -123,7 +124,7 @@ def main(argv: list[str] | None = None) -> int:
     gateway = os.environ.get("TURNOUT_ADDR", DEFAULT_GATEWAY)
     p = sub.add_parser("chat", help="stream an answer to the terminal")
     p.add_argument("prompt", nargs="*", help="the prompt (default: read standard input)")
-    p.add_argument("--model", "-m", default="", help="route or model name (default: the default route)")
+    p.add_argument("--model", "-m", default="", help="route or model name (default: the gateway's default)")
     p.add_argument("--system", "-s", default="", help="system prompt")
     p.add_argument("--task", default="", help="task label for routing rules")
     p.add_argument("--timeout", type=float, default=300.0, help="deadline in seconds")

@@ -2,7 +2,9 @@
 
 `Router.resolve` turns a request's `model` into a Route, in SPEC order: a
 route of that name; a rule (by task, or a regular expression on the last user
-message) naming a route; for an empty model, the default route; an implicit
+message) naming a route; for an empty model, the default route (`default_route`, else the
+first configured route, else the first model discovered on the most preferred
+backend, so the embedded default config answers `turnout chat "hi"`); an implicit
 route over every backend serving a model of that name; else NotFound listing
 what exists.
 
@@ -94,11 +96,14 @@ class Router:
             ):
                 return self._routes[rule.route]
         if not model:
-            if self._default:
-                return self._routes[self._default]
-            raise InvalidRequest(
-                "model", f"is empty and no default_route is configured; {self._what_exists()}"
-            )
+            model = self._default or next(iter(self._routes), "") or self._first_discovered()
+            if not model:
+                raise InvalidRequest(
+                    "model", f"is empty and there is no route or model to default to; {self._what_exists()}"
+                )
+            route = self._routes.get(model)
+            if route is not None:
+                return route
         route = self._implicit_route(model)
         if route is None:
             raise NotFound(f"no route or model named {model!r}; {self._what_exists()}")
@@ -119,6 +124,13 @@ class Router:
             route = Route(model, targets, self._make_strategy(self.IMPLICIT_STRATEGY), len(targets))
             self._implicit[model] = route
         return route
+
+    def _first_discovered(self) -> str:
+        for backend in sorted(self._backends.values(), key=lambda b: b.priority):
+            models = self._catalog.models_of(backend.name)
+            if models:
+                return sorted(models)[0]
+        return ""
 
     def _what_exists(self) -> str:
         routes = ", ".join(sorted(self._routes)) or "none"

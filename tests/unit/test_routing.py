@@ -129,7 +129,21 @@ def test_resolve_unknown_model_lists_what_exists():
         _router().resolve("nope", "", "")
 
 
-def test_resolve_empty_model_uses_default_route_or_says_none_is_set():
+def test_resolve_empty_model_uses_default_route_else_the_first_route():
     assert _router(default="code").resolve("", "", "").name == "code"
-    with pytest.raises(InvalidRequest, match="no default_route"):
-        _router().resolve("", "", "")
+    assert _router().resolve("", "", "").name == "chat"
+
+
+def test_resolve_empty_model_without_routes_uses_the_preferred_backends_first_model():
+    catalog = Catalog({"cloud": ("gpt-4o-mini",), "gpu": ()})
+    catalog.update("gpu", [ModelInfo("qwen3:8b"), ModelInfo("llama3.2:1b")])
+    backends = [BackendConfig("cloud", BackendKind.OPENAI, "http://y", priority=1),
+                BackendConfig("gpu", BackendKind.OLLAMA, "http://x")]
+    router = Router([], [], "", backends, catalog, lambda name: PriorityOrder())
+    assert [(t.backend, t.model) for t in router.resolve("", "", "").targets] == [("gpu", "llama3.2:1b")]
+
+
+def test_resolve_empty_model_with_nothing_known_is_invalid_argument():
+    router = Router([], [], "", [], Catalog({}), lambda name: PriorityOrder())
+    with pytest.raises(InvalidRequest, match="no route or model to default to"):
+        router.resolve("", "", "")
