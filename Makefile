@@ -33,8 +33,9 @@ proto: setup
 $(BUF):
 	cd .tools && npm install --no-audit --no-fund --silent
 
-lint: $(BUF)
+lint: setup $(BUF)
 	$(BUF) lint
+	$(VENV)/bin/ruff check .
 
 clean:
 	rm -rf $(VENV) .tools/node_modules .pytest_cache

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from typing import AsyncIterator, Protocol
 
-import httpx
 
 from gateway.domain import BackendKind, ChatRequest, ModelInfo, PullProgress, StreamEvent
 

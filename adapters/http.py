@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import contextlib
 import email.utils
+import json
 import time
 from dataclasses import dataclass
 from typing import Iterator
 
 import httpx
 
+from adapters.streams import StreamDecodeError, decode_errors, json_object
 from gateway.errors import (
     BackendAuthFailed,
     BackendError,
@@ -123,3 +125,46 @@ def error_for_status(
     if status in (408, 409):
         return BackendServerError(detail)
     return BackendRejected(detail, http_status=status)
+
+
+ERROR_TEXT_LIMIT = 300
+
+
+def error_text(body: bytes) -> str:
+    """The upstream's own error message: Ollama's `{"error": "..."}`, OpenAI's
+    `{"error": {"message": "..."}}`, else the start of the raw body."""
+    try:
+        parsed = json.loads(body)
+    except ValueError:
+        parsed = None
+    error = parsed.get("error") if isinstance(parsed, dict) else None
+    if error:
+        return error_message(error)
+    return body.decode("utf-8", "replace")[:ERROR_TEXT_LIMIT]
+
+
+def error_message(error: object) -> str:
+    """The text of an `error` value: a string (Ollama) or {"message": ...} (OpenAI)."""
+    if isinstance(error, dict) and "message" in error:
+        error = error["message"]
+    return str(error)[:ERROR_TEXT_LIMIT]
+
+
+async def raise_for_status(backend: str, response: httpx.Response) -> None:
+    """Raises the BackendError for a non-2xx response, reading its body."""
+    if response.is_success:
+        return
+    body = await response.aread()
+    raise error_for_status(backend, response.status_code, error_text(body), response.headers)
+
+
+async def get_json(client: httpx.AsyncClient, backend: str, path: str) -> dict:
+    """GETs `path` and returns its JSON object; raises only BackendError."""
+    with translate_transport_errors(backend), decode_errors(backend):
+        response = await client.get(path)
+        await raise_for_status(backend, response)
+        try:
+            body = response.json()
+        except ValueError as exc:
+            raise StreamDecodeError(f"{path} answered with invalid JSON") from exc
+        return json_object(body)

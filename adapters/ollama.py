@@ -14,8 +14,9 @@ from typing import AsyncIterator
 
 import httpx
 
-from adapters.http import error_for_status, translate_transport_errors
-from adapters.streams import NDJSONDecoder, StreamDecodeError, decode_errors, new_tool_call_id
+from adapters.http import get_json, raise_for_status, translate_transport_errors
+from adapters.payload import function_tools, present
+from adapters.streams import NDJSONDecoder, StreamDecodeError, decode_errors, json_object, new_tool_call_id
 from gateway.domain import (
     BackendKind,
     ChatRequest,
@@ -31,8 +32,6 @@ from gateway.domain import (
     Usage,
 )
 from gateway.errors import BackendProtocolError, BackendRejected, BackendServerError
-
-_ERROR_TEXT_LIMIT = 300
 
 
 def _tool_arguments(call: ToolCall) -> object:
@@ -72,7 +71,7 @@ def _options(options: Options) -> dict[str, object]:
         "stop": list(options.stop) or None,
         "seed": options.seed,
     }
-    return {key: value for key, value in values.items() if value is not None}
+    return present(values)
 
 
 def build_chat_payload(request: ChatRequest) -> dict[str, object]:
@@ -83,17 +82,7 @@ def build_chat_payload(request: ChatRequest) -> dict[str, object]:
         "stream": True,
     }
     if request.tools:
-        payload["tools"] = [
-            {
-                "type": "function",
-                "function": {
-                    "name": tool.name,
-                    "description": tool.description,
-                    "parameters": dict(tool.parameters),
-                },
-            }
-            for tool in request.tools
-        ]
+        payload["tools"] = function_tools(request.tools)
     options = _options(request.options)
     if options:
         payload["options"] = options
@@ -162,15 +151,6 @@ def _usage(final: dict) -> Usage | None:
     return Usage(prompt_tokens=prompt, completion_tokens=completion)
 
 
-def _error_text(body: bytes) -> str:
-    try:
-        parsed = json.loads(body)
-    except ValueError:
-        parsed = None
-    if isinstance(parsed, dict) and "error" in parsed:
-        return str(parsed["error"])
-    return body.decode("utf-8", "replace")[:_ERROR_TEXT_LIMIT]
-
 
 class OllamaAdapter:
     """One Ollama server, reached through `client` (its base_url is the server root)."""
@@ -194,12 +174,12 @@ class OllamaAdapter:
         raise BackendProtocolError(f"backend {self.name!r} ended the stream before done")
 
     async def list_models(self) -> list[ModelInfo]:
-        body = await self._get_json("/api/tags")
+        body = await get_json(self._client, self.name, "/api/tags")
         with decode_errors(self.name):
-            return [_model_info(_object(model)) for model in body.get("models") or ()]
+            return [_model_info(json_object(model)) for model in body.get("models") or ()]
 
     async def probe(self) -> None:
-        await self._get_json("/api/version")
+        await get_json(self._client, self.name, "/api/version")
 
     async def pull(self, model: str) -> AsyncIterator[PullProgress]:
         lines = self._stream_lines("/api/pull", {"model": model, "stream": True})
@@ -219,7 +199,7 @@ class OllamaAdapter:
     async def delete(self, model: str) -> None:
         with translate_transport_errors(self.name):
             response = await self._client.request("DELETE", "/api/delete", json={"model": model})
-            await self._raise_for_status(response)
+            await raise_for_status(self.name, response)
 
     async def aclose(self) -> None:
         await self._client.aclose()
@@ -230,34 +210,15 @@ class OllamaAdapter:
         lines = NDJSONDecoder()
         with translate_transport_errors(self.name), decode_errors(self.name):
             async with self._client.stream("POST", path, json=payload) as response:
-                await self._raise_for_status(response)
+                await raise_for_status(self.name, response)
                 async for data in response.aiter_bytes():
                     for obj in lines.feed(data):
-                        yield _object(obj)
+                        yield json_object(obj)
                 for obj in lines.flush():
-                    yield _object(obj)
-
-    async def _get_json(self, path: str) -> dict:
-        with translate_transport_errors(self.name), decode_errors(self.name):
-            response = await self._client.get(path)
-            await self._raise_for_status(response)
-            try:
-                body = response.json()
-            except ValueError as exc:
-                raise StreamDecodeError(f"{path} answered with invalid JSON") from exc
-            return _object(body)
-
-    async def _raise_for_status(self, response: httpx.Response) -> None:
-        if response.is_success:
-            return
-        body = await response.aread()
-        raise error_for_status(self.name, response.status_code, _error_text(body), response.headers)
+                    yield json_object(obj)
 
 
-def _object(value: object) -> dict:
-    if not isinstance(value, dict):
-        raise StreamDecodeError("expected a JSON object")
-    return value
+
 
 
 def _model_info(model: dict) -> ModelInfo:

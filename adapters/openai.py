@@ -10,14 +10,14 @@ client's URL or headers (the Authorization header holds a secret).
 from __future__ import annotations
 
 import base64
-import contextlib
 import json
 from typing import AsyncIterator
 
 import httpx
 
-from adapters.http import error_for_status, translate_transport_errors
-from adapters.streams import SSEDecoder, StreamDecodeError, decode_errors, new_tool_call_id
+from adapters.http import error_message, get_json, raise_for_status, translate_transport_errors
+from adapters.payload import function_tools, present
+from adapters.streams import SSEDecoder, StreamDecodeError, decode_errors, json_object, new_tool_call_id
 from gateway.domain import (
     BackendKind,
     ChatRequest,
@@ -98,7 +98,7 @@ def _options(options: Options) -> dict[str, object]:
         "stop": list(options.stop) or None,
         "seed": options.seed,
     }
-    return {key: value for key, value in values.items() if value is not None}
+    return present(values)
 
 
 def build_chat_payload(request: ChatRequest) -> dict[str, object]:
@@ -110,17 +110,7 @@ def build_chat_payload(request: ChatRequest) -> dict[str, object]:
         "stream_options": {"include_usage": True},
     }
     if request.tools:
-        payload["tools"] = [
-            {
-                "type": "function",
-                "function": {
-                    "name": tool.name,
-                    "description": tool.description,
-                    "parameters": dict(tool.parameters),
-                },
-            }
-            for tool in request.tools
-        ]
+        payload["tools"] = function_tools(request.tools)
     payload.update(_options(request.options))
     return payload
 
@@ -155,7 +145,7 @@ class OpenAIChatDecoder:
             raise StreamDecodeError("an event is not a JSON object")
         if chunk.get("error"):
             raise BackendServerError(
-                f"backend {self._backend!r} failed mid-stream: {_error_message(chunk['error'])}"
+                f"backend {self._backend!r} failed mid-stream: {error_message(chunk['error'])}"
             )
         usage = chunk.get("usage")
         if isinstance(usage, dict):
@@ -204,20 +194,6 @@ class OpenAIChatDecoder:
         return [Delta(tool_calls=calls)]
 
 
-def _error_message(error: object) -> str:
-    if isinstance(error, dict) and "message" in error:
-        return str(error["message"])
-    return str(error)
-
-
-def _error_text(body: bytes) -> str:
-    try:
-        parsed = json.loads(body)
-    except ValueError:
-        parsed = None
-    if isinstance(parsed, dict) and parsed.get("error"):
-        return _error_message(parsed["error"])
-    return body.decode("utf-8", "replace")[:_ERROR_TEXT_LIMIT]
 
 
 class OpenAIAdapter:
@@ -235,7 +211,7 @@ class OpenAIAdapter:
         chat = OpenAIChatDecoder(self.name)
         with translate_transport_errors(self.name), decode_errors(self.name):
             async with self._client.stream("POST", "chat/completions", json=payload) as response:
-                await self._raise_for_status(response)
+                await raise_for_status(self.name, response)
                 async for data in response.aiter_bytes():
                     for event in events.feed(data):
                         for item in chat.feed(event.data):
@@ -245,13 +221,13 @@ class OpenAIAdapter:
         raise BackendProtocolError(f"backend {self.name!r} ended the stream before [DONE]")
 
     async def list_models(self) -> list[ModelInfo]:
-        body = await self._get_models()
+        body = await get_json(self._client, self.name, "models")
         with decode_errors(self.name):
-            models = [_object(model) for model in body.get("data") or ()]
+            models = [json_object(model) for model in body.get("data") or ()]
         return [ModelInfo(name=str(model.get("id", ""))) for model in models]
 
     async def probe(self) -> None:
-        await self._get_models()
+        await get_json(self._client, self.name, "models")
 
     async def pull(self, model: str) -> AsyncIterator[PullProgress]:
         raise Unsupported(f"backend {self.name!r} speaks the OpenAI API, which cannot pull models")
@@ -265,24 +241,5 @@ class OpenAIAdapter:
     async def aclose(self) -> None:
         await self._client.aclose()
 
-    async def _get_models(self) -> dict:
-        with translate_transport_errors(self.name), decode_errors(self.name):
-            response = await self._client.get("models")
-            await self._raise_for_status(response)
-            try:
-                body = response.json()
-            except ValueError as exc:
-                raise StreamDecodeError("models answered with invalid JSON") from exc
-            return _object(body)
-
-    async def _raise_for_status(self, response: httpx.Response) -> None:
-        if response.is_success:
-            return
-        body = await response.aread()
-        raise error_for_status(self.name, response.status_code, _error_text(body), response.headers)
 
 
-def _object(value: object) -> dict:
-    if not isinstance(value, dict):
-        raise StreamDecodeError("expected a JSON object")
-    return value

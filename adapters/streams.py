@@ -153,3 +153,10 @@ class SSEDecoder:
         if not data:
             return None
         return SSEEvent(event=event or "message", data="\n".join(data), id=self._last_id)
+
+
+def json_object(value: object) -> dict:
+    """`value` if it is a JSON object; StreamDecodeError otherwise."""
+    if not isinstance(value, dict):
+        raise StreamDecodeError("expected a JSON object")
+    return value

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from typing import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 
-import grpc
 
 from adapters.base import Adapter
 from gateway.catalog import Catalog

@@ -51,7 +51,7 @@ def decode_sse(chunks: list[bytes]) -> list[SSEEvent]:
 
 def split_at(data: bytes, cuts: list[int]) -> list[bytes]:
     bounds = [0, *sorted(cuts), len(data)]
-    return [data[a:b] for a, b in zip(bounds, bounds[1:])]
+    return [data[a:b] for a, b in zip(bounds, bounds[1:], strict=False)]
 
 
 @pytest.mark.parametrize("offset", range(len(NDJSON) + 1))
