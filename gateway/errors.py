@@ -4,6 +4,9 @@ services map any error to a status with one attribute lookup.
     TurnoutError              base; INTERNAL (a bug of ours)
     ├── InvalidRequest        the request is malformed; names the field (INVALID_ARGUMENT)
     ├── NotFound              unknown route, model, backend or session (NOT_FOUND)
+    ├── AlreadyExists         a caller-chosen session id is taken (ALREADY_EXISTS)
+    ├── Conflict              a conditional write lost to another writer (ABORTED)
+    ├── LimitExceeded         a gateway limit was reached (RESOURCE_EXHAUSTED)
     ├── Unsupported           the backend cannot do this operation (UNIMPLEMENTED)
     ├── NoTargetAvailable     every attempt failed, or nothing could be tried (UNAVAILABLE)
     ├── StreamInterrupted     the upstream failed after output reached the caller (UNAVAILABLE)
@@ -48,6 +51,18 @@ class InvalidRequest(TurnoutError):
 
 class NotFound(TurnoutError):
     status = grpc.StatusCode.NOT_FOUND
+
+
+class AlreadyExists(TurnoutError):
+    status = grpc.StatusCode.ALREADY_EXISTS
+
+
+class Conflict(TurnoutError):
+    status = grpc.StatusCode.ABORTED
+
+
+class LimitExceeded(TurnoutError):
+    status = grpc.StatusCode.RESOURCE_EXHAUSTED
 
 
 class Unsupported(TurnoutError):

@@ -1,0 +1,2 @@
+"""Conversation sessions: the store protocol, its memory, sqlite and redis
+implementations, and history trimming."""
