@@ -21,8 +21,10 @@ import yaml
 
 from adapters.http import HttpSettings
 from gateway.domain import BackendKind
+from gateway.routing.state import OutlierPolicy
 
 STRATEGIES = ("weighted_round_robin", "least_used", "priority")
+AFFINITIES = ("none", "session")
 SESSION_STORES = ("memory", "sqlite", "redis")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:/-]{0,127}$")
 _ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
@@ -54,6 +56,17 @@ class TargetConfig:
     model: str
     weight: int
     priority: int
+    first_token_timeout: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class RetryConfig:
+    """`attempts` includes the first; backoff before attempt n is
+    min(backoff * 2^(n-2), max_backoff) with +-20% jitter."""
+
+    attempts: int = 3
+    backoff: float = 0.025
+    max_backoff: float = 0.25
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,7 +74,18 @@ class RouteConfig:
     name: str
     strategy: str
     targets: tuple[TargetConfig, ...]
-    attempts: int = 3
+    retry: RetryConfig = RetryConfig()
+    first_token_timeout: float | None = None
+    affinity: str = "none"
+
+
+@dataclass(frozen=True, slots=True)
+class HealthCheckConfig:
+    """Active probes: each backend's model list is read every `interval`;
+    success marks it up (and refreshes its models), failure marks it down."""
+
+    interval: float = 10.0
+    timeout: float = 5.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,7 +118,8 @@ class Config:
     metrics_listen: str = "127.0.0.1:9464"
     default_route: str = ""
     shutdown_grace: float = 10.0
-    discovery_interval: float = 30.0
+    health_check: HealthCheckConfig = HealthCheckConfig()
+    outlier_detection: OutlierPolicy = OutlierPolicy()
     sessions: SessionsConfig = SessionsConfig()
     limits: LimitsConfig = LimitsConfig()
     backends: tuple[BackendConfig, ...] = ()
@@ -287,7 +312,8 @@ def _build(root: _Section) -> Config:
         metrics_listen=root.text("metrics_listen", Config().metrics_listen),
         default_route=default_route,
         shutdown_grace=root.duration("shutdown_grace", Config().shutdown_grace),
-        discovery_interval=root.duration("discovery_interval", Config().discovery_interval),
+        health_check=_health_check(root.section("health_check")),
+        outlier_detection=_outlier(root.section("outlier_detection")),
         sessions=_sessions(root.section("sessions")),
         limits=_limits(root.section("limits")),
         backends=backends,
@@ -386,16 +412,69 @@ def _route(s: _Section, backends: Mapping[str, BackendConfig]) -> RouteConfig:
                 model=t.text("model", required=True),
                 weight=t.get("weight", int, backend.weight, _positive),
                 priority=t.get("priority", int, backend.priority, _non_negative),
+                first_token_timeout=_optional_duration(t, "first_token_timeout"),
             )
         )
         t.done()
     if not targets:
         raise s.error("targets", "a route needs at least one target")
-    retry = s.section("retry")
-    attempts = retry.get("attempts", int, 3, _positive)
-    retry.done()
+    affinity = s.text("affinity", "none")
+    if affinity not in AFFINITIES:
+        raise s.error("affinity", f"must be one of {', '.join(AFFINITIES)}, got {affinity!r}")
+    config = RouteConfig(
+        name=name,
+        strategy=strategy,
+        targets=tuple(targets),
+        retry=_retry(s.section("retry")),
+        first_token_timeout=_optional_duration(s, "first_token_timeout"),
+        affinity=affinity,
+    )
     s.done()
-    return RouteConfig(name=name, strategy=strategy, targets=tuple(targets), attempts=attempts)
+    return config
+
+
+def _optional_duration(s: _Section, name: str) -> float | None:
+    value = s.duration(name, 0.0)
+    if s.data.get(name) is not None and value <= 0:
+        raise s.error(name, "must be greater than 0")
+    return value or None
+
+
+def _retry(s: _Section) -> RetryConfig:
+    defaults = RetryConfig()
+    config = RetryConfig(
+        attempts=s.get("attempts", int, defaults.attempts, _positive),
+        backoff=s.duration("backoff", defaults.backoff),
+        max_backoff=s.duration("max_backoff", defaults.max_backoff),
+    )
+    s.done()
+    return config
+
+
+def _health_check(s: _Section) -> HealthCheckConfig:
+    defaults = HealthCheckConfig()
+    config = HealthCheckConfig(
+        interval=s.duration("interval", defaults.interval),
+        timeout=s.duration("timeout", defaults.timeout),
+    )
+    for name, value in (("interval", config.interval), ("timeout", config.timeout)):
+        if value <= 0:
+            raise s.error(name, "must be greater than 0")
+    s.done()
+    return config
+
+
+def _outlier(s: _Section) -> OutlierPolicy:
+    defaults = OutlierPolicy()
+    config = OutlierPolicy(
+        consecutive_failures=s.get("consecutive_failures", int, defaults.consecutive_failures, _positive),
+        base_ejection=s.duration("base_ejection", defaults.base_ejection),
+        max_ejection=s.duration("max_ejection", defaults.max_ejection),
+    )
+    if config.max_ejection < config.base_ejection:
+        raise s.error("max_ejection", "must be at least base_ejection")
+    s.done()
+    return config
 
 
 def _rule(s: _Section, routes: set[str]) -> RuleConfig:

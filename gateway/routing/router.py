@@ -8,19 +8,23 @@ backend, so the embedded default config answers `turnout chat "hi"`); an implici
 route over every backend serving a model of that name; else NotFound listing
 what exists.
 
-`Plan` hands out one target per attempt: among targets not yet tried, the best
-(lowest) priority tier that has an available target, then the route's strategy
-within that tier. When no untried target is available the plan still tries
-them (panic mode, as Envoy does) rather than fail without trying.
+`Plan` hands out one target per attempt, up to the route's attempt limit:
+the session's pinned target first when the route has affinity and it is
+available; otherwise, from the first non-empty pool of (available untried
+targets, available targets, untried targets, all targets), the best (lowest)
+priority tier, and the route's strategy within it. The last two pools are
+panic mode (as in Envoy): when everything is ejected or down, try anyway
+rather than fail without trying.
 """
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Callable, Mapping, Sequence
 
 from gateway.catalog import Catalog
-from gateway.config import BackendConfig, RouteConfig, RuleConfig
+from gateway.config import BackendConfig, RetryConfig, RouteConfig, RuleConfig
 from gateway.errors import InvalidRequest, NotFound
 from gateway.routing.state import BackendState, Target
 from gateway.routing.strategies import Strategy
@@ -33,28 +37,65 @@ class Route:
     name: str
     targets: tuple[Target, ...]
     strategy: Strategy
-    attempts: int
+    retry: RetryConfig = RetryConfig()
+    first_token_timeout: float | None = None
+    affinity: bool = False
 
 
 class Plan:
-    def __init__(self, route: Route, states: Mapping[str, BackendState]) -> None:
+    def __init__(
+        self, route: Route, states: Mapping[str, BackendState], now: float, pinned: Target | None = None
+    ) -> None:
         self._route = route
         self._states = states
-        self._untried = list(route.targets)
+        self._tried: set[Target] = set()
+        self._pinned = pinned if pinned in route.targets else None
+        self.now = now
         self.attempt = 0
 
     def next(self) -> Target | None:
-        if self.attempt >= self._route.attempts or not self._untried:
+        if self.attempt >= self._route.retry.attempts:
             return None
-        available = [t for t in self._untried if self._states[t.backend].available]
-        pool = available or self._untried
-        tier = min(t.priority for t in pool)
-        target = self._route.strategy.pick([t for t in pool if t.priority == tier])
-        if target is None:
-            return None
-        self._untried.remove(target)
-        self.attempt += 1
+        target = self._pick()
+        if target is not None:
+            self._tried.add(target)
+            self.attempt += 1
         return target
+
+    def _pick(self) -> Target | None:
+        def available(targets: Sequence[Target]) -> list[Target]:
+            return [t for t in targets if self._states[t.backend].available(self.now)]
+
+        if self._pinned is not None and self.attempt == 0 and available([self._pinned]):
+            return self._pinned
+        everything = self._route.targets
+        fresh = [t for t in everything if t not in self._tried]
+        pool = available(fresh) or available(everything) or fresh or list(everything)
+        tier = min(t.priority for t in pool)
+        return self._route.strategy.pick([t for t in pool if t.priority == tier])
+
+
+class Affinity:
+    """Which target last served a session on a route, for routes with session
+    affinity; the oldest entries are forgotten beyond `capacity`."""
+
+    def __init__(self, capacity: int = 100_000) -> None:
+        self._capacity = capacity
+        self._targets: OrderedDict[tuple[str, str], Target] = OrderedDict()
+
+    def get(self, route: Route, session_id: str) -> Target | None:
+        if not route.affinity or not session_id:
+            return None
+        return self._targets.get((route.name, session_id))
+
+    def remember(self, route: Route, session_id: str, target: Target) -> None:
+        if not route.affinity or not session_id:
+            return
+        key = (route.name, session_id)
+        self._targets[key] = target
+        self._targets.move_to_end(key)
+        if len(self._targets) > self._capacity:
+            self._targets.popitem(last=False)
 
 
 class Router:
@@ -72,9 +113,13 @@ class Router:
         self._routes = {
             r.name: Route(
                 name=r.name,
-                targets=tuple(Target(t.backend, t.model, t.weight, t.priority) for t in r.targets),
+                targets=tuple(
+                    Target(t.backend, t.model, t.weight, t.priority, t.first_token_timeout) for t in r.targets
+                ),
                 strategy=make_strategy(r.strategy),
-                attempts=r.attempts,
+                retry=r.retry,
+                first_token_timeout=r.first_token_timeout,
+                affinity=r.affinity == "session",
             )
             for r in routes
         }
@@ -121,7 +166,8 @@ class Router:
             targets = tuple(
                 Target(b, name, self._backends[b].weight, self._backends[b].priority) for b, name in serving
             )
-            route = Route(model, targets, self._make_strategy(self.IMPLICIT_STRATEGY), len(targets))
+            retry = RetryConfig(attempts=max(len(targets), RetryConfig().attempts))
+            route = Route(model, targets, self._make_strategy(self.IMPLICIT_STRATEGY), retry)
             self._implicit[model] = route
         return route
 

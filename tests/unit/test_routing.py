@@ -10,8 +10,9 @@ from gateway.catalog import Catalog
 from gateway.config import BackendConfig, RouteConfig, RuleConfig, TargetConfig
 from gateway.domain import BackendKind, ModelInfo
 from gateway.errors import InvalidRequest, NotFound
-from gateway.routing.router import Plan, Route, Router
-from gateway.routing.state import BackendState, Target
+from gateway.config import RetryConfig
+from gateway.routing.router import Affinity, Plan, Route, Router
+from gateway.routing.state import BackendState, Health, OutlierPolicy, Target
 from gateway.routing.strategies import LeastUsed, PriorityOrder, SmoothWeightedRoundRobin
 
 A, B, C = Target("a", "m", 5), Target("b", "m", 1), Target("c", "m", 1)
@@ -71,31 +72,99 @@ def _states(*names):
     return {n: BackendState(n) for n in names}
 
 
+def _plan(targets, states, attempts=3, pinned=None, strategy=None):
+    route = Route("r", tuple(targets), strategy or PriorityOrder(), RetryConfig(attempts=attempts), affinity=True)
+    return Plan(route, states, now=100.0, pinned=pinned)
+
+
+LOCAL, CLOUD = Target("local", "m", priority=0), Target("cloud", "m", priority=1)
+
+
 def test_plan_uses_best_tier_then_falls_to_the_next():
-    local, cloud = Target("local", "m", priority=0), Target("cloud", "m", priority=1)
-    plan = Plan(Route("r", (cloud, local), PriorityOrder(), attempts=3), _states("local", "cloud"))
-    assert [plan.next(), plan.next(), plan.next()] == [local, cloud, None]
+    plan = _plan([CLOUD, LOCAL], _states("local", "cloud"), attempts=2)
+    assert [plan.next(), plan.next(), plan.next()] == [LOCAL, CLOUD, None]
 
 
-def test_plan_skips_unavailable_tier():
+def test_plan_skips_an_ejected_tier():
     states = _states("local", "cloud")
-    states["local"].healthy = False
-    local, cloud = Target("local", "m", priority=0), Target("cloud", "m", priority=1)
-    plan = Plan(Route("r", (local, cloud), PriorityOrder(), attempts=3), states)
-    assert plan.next() == cloud
+    states["local"].ejected_until = 200.0
+    assert _plan([LOCAL, CLOUD], states).next() == CLOUD
 
 
-def test_plan_panics_when_everything_is_down():
+def test_plan_skips_a_backend_whose_probe_failed():
+    states = _states("local", "cloud")
+    states["local"].record_probe(up=False)
+    assert _plan([LOCAL, CLOUD], states).next() == CLOUD
+
+
+def test_plan_panics_when_everything_is_out():
     states = _states("a", "b")
     for s in states.values():
-        s.healthy = False
-    plan = Plan(Route("r", (Target("a", "m"), Target("b", "m")), PriorityOrder(), attempts=2), states)
+        s.record_probe(up=False)
+    plan = _plan([Target("a", "m"), Target("b", "m")], states, attempts=2)
     assert [t.backend for t in (plan.next(), plan.next())] == ["a", "b"]
 
 
-def test_plan_respects_the_attempt_limit():
-    plan = Plan(Route("r", (Target("a", "m"), Target("b", "m")), PriorityOrder(), attempts=1), _states("a", "b"))
-    assert plan.next() is not None and plan.next() is None
+def test_plan_retries_the_same_target_once_all_were_tried():
+    plan = _plan([LOCAL], _states("local"), attempts=3)
+    assert [plan.next(), plan.next(), plan.next(), plan.next()] == [LOCAL, LOCAL, LOCAL, None]
+
+
+def test_plan_starts_on_the_pinned_target_while_it_is_available():
+    states = _states("local", "cloud")
+    assert _plan([LOCAL, CLOUD], states, pinned=CLOUD).next() == CLOUD
+    states["cloud"].record_probe(up=False)
+    assert _plan([LOCAL, CLOUD], states, pinned=CLOUD).next() == LOCAL
+
+
+def test_affinity_remembers_per_route_and_session_and_forgets_the_oldest():
+    route = Route("r", (LOCAL, CLOUD), PriorityOrder(), affinity=True)
+    affinity = Affinity(capacity=2)
+    affinity.remember(route, "s1", CLOUD)
+    affinity.remember(route, "s2", LOCAL)
+    affinity.remember(route, "s3", LOCAL)
+    assert (affinity.get(route, "s1"), affinity.get(route, "s3")) == (None, LOCAL)
+    assert affinity.get(Route("other", (LOCAL,), PriorityOrder()), "s3") is None
+
+
+POLICY = OutlierPolicy(consecutive_failures=3, base_ejection=10.0, max_ejection=40.0)
+
+
+def test_ejection_after_consecutive_failures_only():
+    state = BackendState("b", POLICY)
+    assert [state.record_failure(0.0), state.record_failure(1.0)] == [False, False]
+    state.record_success(0.1)
+    assert [state.record_failure(2.0), state.record_failure(3.0), state.record_failure(4.0)] == [False, False, True]
+    assert state.health(5.0) is Health.EJECTED and state.health(14.0) is Health.UNKNOWN
+
+
+def test_ejection_cooldown_doubles_when_repeated_and_is_capped():
+    state = BackendState("b", POLICY)
+    cooldowns, now = [], 0.0
+    for _ in range(4):
+        for _ in range(3):
+            state.record_failure(now)
+        cooldowns.append(state.ejected_until - now)
+        now = state.ejected_until
+    assert cooldowns == [10.0, 20.0, 40.0, 40.0]
+
+
+def test_ejection_multiplier_resets_after_a_long_good_spell():
+    state = BackendState("b", POLICY)
+    for t in (0.0, 1.0, 2.0):
+        state.record_failure(t)
+    for t in (100.0, 101.0, 102.0):
+        state.record_failure(t)
+    assert state.ejected_until - 102.0 == 10.0
+
+
+def test_failures_that_do_not_count_never_eject_but_retry_after_does_hold_off():
+    state = BackendState("b", POLICY)
+    assert not any(state.record_failure(float(t), counts=False) for t in range(5))
+    assert state.available(5.0)
+    state.record_failure(5.0, counts=False, retry_after=7.0)
+    assert state.health(11.0) is Health.EJECTED and state.available(12.0)
+    assert state.errors_total == 6
 
 
 def _router(rules=(), default=""):
