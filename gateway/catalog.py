@@ -1,6 +1,6 @@
-"""Which models each backend serves: configured lists plus what discovery
-found (Ollama /api/tags, OpenAI /v1/models). Pure state; the server's
-discovery loop feeds it."""
+"""Which models each backend serves: configured lists plus what the health
+probes found (Ollama /api/tags, OpenAI /v1/models). Pure state; the server's
+health-check loop feeds it."""
 
 from __future__ import annotations
 

@@ -47,7 +47,7 @@ def cmd_check_config(args: argparse.Namespace) -> int:
               f"priority={b.priority} api_key={'set' if b.api_key else 'none'}")
     for r in config.routes:
         targets = ", ".join(f"{t.backend}/{t.model}" for t in r.targets)
-        print(f"  route {r.name}: {r.strategy} over {targets} (attempts {r.attempts})")
+        print(f"  route {r.name}: {r.strategy} over {targets} (attempts {r.retry.attempts})")
     for rule in config.rules:
         when = f"task={rule.task}" if rule.task else f"match=/{rule.match.pattern}/"  # type: ignore[union-attr]
         print(f"  rule {when} -> {rule.route}")

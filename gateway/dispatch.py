@@ -3,9 +3,13 @@
 One generation is one `Dispatcher.run` async generator. It yields a Started
 once the first upstream event arrived (so the caller learns the backend that
 really serves it), then Delta events, then one Completed. An attempt that
-fails before anything reached the caller is retried on the plan's next target
-when the error is retryable; after a Delta was yielded, a failure ends the
-stream with StreamInterrupted — never a silent second attempt.
+fails before anything reached the caller (connect error, no first token within
+the target's or route's `first_token_timeout`, 429/5xx, model missing, a broken
+stream) is retried on the plan's next target when the error is retryable,
+after a jittered exponential backoff, and never past the caller's deadline;
+after a Delta was yielded, a failure ends the stream with StreamInterrupted —
+never a silent second attempt. Failures feed outlier ejection; a Retry-After
+keeps that backend out of rotation until then.
 
 Every started attempt calls BackendState.begin and end exactly once, and the
 upstream stream is closed on every path (completion, error, cancellation by
@@ -15,6 +19,9 @@ Consumers must close the generator (contextlib.aclosing) when they stop early.
 
 from __future__ import annotations
 
+import asyncio
+import logging
+import random
 import time
 from dataclasses import dataclass
 from typing import AsyncIterator, Callable, Mapping
@@ -31,9 +38,21 @@ from gateway.domain import (
     Tool,
     Usage,
 )
-from gateway.errors import BackendError, BackendProtocolError, BackendUnreachable, NoTargetAvailable, StreamInterrupted
-from gateway.routing.router import Plan, Router
+from gateway.errors import (
+    BackendError,
+    BackendModelMissing,
+    BackendProtocolError,
+    BackendRejected,
+    BackendTimeout,
+    DeadlineExceeded,
+    NoTargetAvailable,
+    StreamInterrupted,
+)
+from gateway.routing.router import Affinity, Plan, Route, Router
 from gateway.routing.state import BackendState, Target
+
+log = logging.getLogger("turnout")
+JITTER = 0.2
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,38 +103,44 @@ class Dispatcher:
         states: Mapping[str, BackendState],
         adapters: Mapping[str, Adapter],
         clock: Callable[[], float] = time.monotonic,
+        rng: random.Random | None = None,
     ) -> None:
         self._router = router
         self._states = states
         self._adapters = adapters
         self._clock = clock
+        self._rng = rng or random.Random()
+        self._affinity = Affinity()
 
-    async def run(self, generation: Generation) -> AsyncIterator[GenerationEvent]:
+    async def run(self, generation: Generation, deadline: float | None = None) -> AsyncIterator[GenerationEvent]:
+        """`deadline` is the caller's, in this dispatcher's clock; None for none."""
         start = self._clock()
         route = self._router.resolve(generation.model, generation.task, last_user_text(generation.messages))
-        plan = Plan(route, self._states)
+        plan = Plan(route, self._states, start, self._affinity.get(route, generation.session_id))
         failures: list[tuple[str, BackendError]] = []
-        while (target := plan.next()) is not None:
+        while True:
+            plan.now = self._clock()
+            target = plan.next()
+            if target is None:
+                break
+            if plan.attempt > 1 and not await self._back_off(route, plan.attempt, deadline):
+                break
             state = self._states[target.backend]
             stream = self._adapters[target.backend].stream_chat(
                 ChatRequest(target.model, generation.messages, generation.tools, generation.options)
             )
             state.begin()
             try:
-                try:
-                    event = await anext(stream)
-                except StopAsyncIteration:
-                    event = BackendProtocolError(f"backend {target.backend!r} sent an empty stream")
-                except BackendError as exc:
-                    event = exc
+                event = await self._first_event(stream, route, target, deadline)
                 if isinstance(event, BackendError):
-                    state.record_failure(backend_down=isinstance(event, BackendUnreachable))
+                    self._record_failure(state, event)
                     if not event.retryable:
                         raise event
                     failures.append((target.backend, event))
                     continue
                 first_token = self._clock() - start
                 state.record_success(first_token)
+                self._affinity.remember(route, generation.session_id, target)
                 yield self._started(generation, route.name, target, plan.attempt)
                 while not isinstance(event, Finish):
                     yield event
@@ -127,21 +152,61 @@ class Dispatcher:
                 await stream.aclose()
         raise self._exhausted(route.name, failures)
 
-    @staticmethod
+    async def _back_off(self, route: Route, attempt: int, deadline: float | None) -> bool:
+        """Waits before attempt `attempt` (2, 3, ...); False when the caller's
+        deadline would pass first, so no attempt is started that cannot finish."""
+        retry = route.retry
+        delay = min(retry.backoff * 2 ** (attempt - 2), retry.max_backoff)
+        delay *= 1 + self._rng.uniform(-JITTER, JITTER)
+        if deadline is not None and self._clock() + delay >= deadline:
+            return False
+        await asyncio.sleep(delay)
+        return True
+
+    async def _first_event(
+        self, stream: AsyncIterator[Delta | Finish], route: Route, target: Target, deadline: float | None
+    ) -> Delta | Finish | BackendError:
+        """The attempt's first event, or the BackendError that ended it. Waits
+        at most the first-token timeout (target's, else route's) and never
+        past the caller's deadline."""
+        limit = target.first_token_timeout or route.first_token_timeout
+        remaining = None if deadline is None else deadline - self._clock()
+        timeout = min((t for t in (limit, remaining) if t is not None), default=None)
+        try:
+            async with asyncio.timeout(timeout):
+                return await anext(stream)
+        except StopAsyncIteration:
+            return BackendProtocolError(f"backend {target.backend!r} sent an empty stream")
+        except BackendError as exc:
+            return exc
+        except TimeoutError:
+            if timeout == limit:
+                return BackendTimeout(f"backend {target.backend!r} sent no first token within {limit:g}s")
+            raise DeadlineExceeded("the caller's deadline passed before the first token") from None
+
+    def _record_failure(self, state: BackendState, error: BackendError) -> None:
+        counts = not isinstance(error, (BackendModelMissing, BackendRejected))
+        if state.record_failure(self._clock(), counts, error.retry_after):
+            log.warning(
+                "backend %s ejected for %.1fs after %d consecutive failures (ejection %d): %s",
+                state.name, state.ejected_until - self._clock(), state.policy.consecutive_failures,
+                state.ejections, error.kind,
+            )
+
     async def _next_after_output(
-        stream: AsyncIterator[Delta | Finish], target: Target, state: BackendState
+        self, stream: AsyncIterator[Delta | Finish], target: Target, state: BackendState
     ) -> Delta | Finish:
         """The next upstream event once output reached the caller: a failure
         now ends the generation instead of moving to another target."""
         try:
             return await anext(stream)
         except BackendError as exc:
-            state.record_failure(backend_down=False)
+            state.record_failure(self._clock())
             raise StreamInterrupted(
                 f"the stream from backend {target.backend!r} broke after output started: {exc.message}"
             ) from exc
         except StopAsyncIteration:
-            state.record_failure(backend_down=False)
+            state.record_failure(self._clock())
             raise StreamInterrupted(
                 f"the stream from backend {target.backend!r} ended without finishing"
             ) from None

@@ -1,6 +1,6 @@
 """The composition root: the one place that names concrete adapters,
 strategies and servicers, builds them from a Config, and runs the grpc.aio
-server with health, reflection, model discovery and graceful shutdown."""
+server with health, reflection, active health checks (which also discover models) and graceful shutdown."""
 
 from __future__ import annotations
 
@@ -36,7 +36,6 @@ SERVICES = (
     generate_pb2.DESCRIPTOR.services_by_name["GenerateService"].full_name,
     model_pb2.DESCRIPTOR.services_by_name["ModelService"].full_name,
 )
-DISCOVERY_TIMEOUT = 5.0
 
 
 def build_adapter(backend: BackendConfig, transport: httpx.AsyncBaseTransport | None = None) -> Adapter:
@@ -52,7 +51,7 @@ class Gateway:
 
     def __init__(self, config: Config, transport_for: TransportFactory = lambda backend: None) -> None:
         self.config = config
-        self.states = {b.name: BackendState(b.name) for b in config.backends}
+        self.states = {b.name: BackendState(b.name, config.outlier_detection) for b in config.backends}
         self.adapters = {b.name: build_adapter(b, transport_for(b)) for b in config.backends}
         self.catalog = Catalog({b.name: b.models for b in config.backends})
         router = Router(
@@ -67,7 +66,7 @@ class Gateway:
             ]
         )
         self.port = 0
-        self._discovery: asyncio.Task[None] | None = None
+        self._health_checks: asyncio.Task[None] | None = None
 
     def _strategy(self, name: str) -> Strategy:
         if name == "weighted_round_robin":
@@ -92,34 +91,38 @@ class Gateway:
         await self.server.start()
         for service in ("", *SERVICES):
             await self.health.set(service, health_pb2.HealthCheckResponse.SERVING)
-        self._discovery = asyncio.create_task(self._discover_forever())
+        self._health_checks = asyncio.create_task(self._check_forever())
         return self.port
 
     async def refresh(self, backend: str) -> None:
-        """Re-reads a backend's model list; its success or failure is also the
-        backend's health until the routing engine brings active probes."""
+        """The active health probe: re-reads the backend's model list (Ollama
+        /api/tags, OpenAI /v1/models). Success marks it up and refreshes the
+        models it serves; failure or no answer within the timeout marks it down."""
+        state = self.states[backend]
         try:
-            async with asyncio.timeout(DISCOVERY_TIMEOUT):
+            async with asyncio.timeout(self.config.health_check.timeout):
                 models = await self.adapters[backend].list_models()
         except (BackendError, TimeoutError) as exc:
-            if self.states[backend].healthy is not False:
-                log.warning("backend %s is down: %s", backend, getattr(exc, "message", "timed out"))
-            self.states[backend].healthy = False
+            if state.probed_up is not False:
+                log.warning("backend %s is down: %s", backend, getattr(exc, "message", "probe timed out"))
+            state.record_probe(up=False)
             return
-        self.states[backend].healthy = True
+        if state.probed_up is False:
+            log.info("backend %s is up again", backend)
+        state.record_probe(up=True)
         self.catalog.update(backend, models)
 
-    async def _discover_forever(self) -> None:
+    async def _check_forever(self) -> None:
         while True:
-            await asyncio.sleep(self.config.discovery_interval)
+            await asyncio.sleep(self.config.health_check.interval)
             await asyncio.gather(*(self.refresh(name) for name in self.adapters))
 
     async def stop(self, grace: float | None = None) -> None:
         """Health turns NOT_SERVING, new calls are refused, in-flight calls get
         `grace` seconds to finish, then everything is closed."""
         await self.health.enter_graceful_shutdown()
-        if self._discovery is not None:
-            self._discovery.cancel()
+        if self._health_checks is not None:
+            self._health_checks.cancel()
         await self.server.stop(self.config.shutdown_grace if grace is None else grace)
         await asyncio.gather(*(adapter.aclose() for adapter in self.adapters.values()))
 

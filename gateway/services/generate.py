@@ -33,12 +33,14 @@ class GenerateServicer(generate_pb2_grpc.GenerateServiceServicer):
         self._new_request_id = new_request_id
 
     async def _events(
-        self, request: generate_pb2.GenerateRequest, request_id: str
+        self, request: generate_pb2.GenerateRequest, request_id: str, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[GenerationEvent]:
         generation = convert.to_generation(request, self._limits, request_id)
         if generation.session_id:
             raise Unsupported("session_id is not supported yet: this gateway build has no session store")
-        async with contextlib.aclosing(self._dispatcher.run(generation)) as events:
+        remaining = context.time_remaining()
+        deadline = None if remaining is None else time.monotonic() + remaining
+        async with contextlib.aclosing(self._dispatcher.run(generation, deadline)) as events:
             async for event in events:
                 yield event
 
@@ -48,7 +50,7 @@ class GenerateServicer(generate_pb2_grpc.GenerateServiceServicer):
         request_id = self._new_request_id()
         outcome = _Outcome(request_id, request.model)
         try:
-            async with contextlib.aclosing(self._events(request, request_id)) as events:
+            async with contextlib.aclosing(self._events(request, request_id, context)) as events:
                 async for event in events:
                     outcome.see(event)
                     yield convert.response_pb(event)
@@ -67,7 +69,7 @@ class GenerateServicer(generate_pb2_grpc.GenerateServiceServicer):
         content: list[str] = []
         reasoning: list[str] = []
         try:
-            async with contextlib.aclosing(self._events(request.request, request_id)) as events:
+            async with contextlib.aclosing(self._events(request.request, request_id, context)) as events:
                 async for event in events:
                     outcome.see(event)
                     if isinstance(event, Started):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 
 
@@ -10,12 +11,18 @@ from gateway.catalog import Catalog
 from gateway.config import BackendConfig, redact_url
 from gateway.domain import BackendKind
 from gateway.errors import BackendModelMissing, InvalidRequest, NotFound
-from gateway.routing.state import BackendState
+from gateway.routing.state import BackendState, Health
 from gateway.services.convert import duration
 from gateway.services.status import abort
 from turnout.v1 import model_pb2, model_pb2_grpc
 
 _KINDS = {BackendKind.OLLAMA: model_pb2.BACKEND_KIND_OLLAMA, BackendKind.OPENAI: model_pb2.BACKEND_KIND_OPENAI}
+_STATES = {
+    Health.UNKNOWN: model_pb2.BACKEND_STATE_UNSPECIFIED,
+    Health.HEALTHY: model_pb2.BACKEND_STATE_HEALTHY,
+    Health.EJECTED: model_pb2.BACKEND_STATE_EJECTED,
+    Health.DOWN: model_pb2.BACKEND_STATE_DOWN,
+}
 
 
 class ModelServicer(model_pb2_grpc.ModelServiceServicer):
@@ -26,7 +33,9 @@ class ModelServicer(model_pb2_grpc.ModelServiceServicer):
         adapters: Mapping[str, Adapter],
         catalog: Catalog,
         refresh: Callable[[str], Awaitable[None]],
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
+        self._clock = clock
         self._backends = tuple(backends)
         self._states = states
         self._adapters = adapters
@@ -41,7 +50,7 @@ class ModelServicer(model_pb2_grpc.ModelServiceServicer):
                 name=name,
                 backends=backends,
                 family=next((i.family for i in infos if i.family), ""),
-                healthy=any(self._states[b].healthy for b in backends),
+                healthy=any(self._states[b].health(self._clock()) is Health.HEALTHY for b in backends),
             )
             size = next((i.size_bytes for i in infos if i.size_bytes is not None), None)
             if size is not None:
@@ -53,12 +62,13 @@ class ModelServicer(model_pb2_grpc.ModelServiceServicer):
         out = []
         for b in self._backends:
             state = self._states[b.name]
+            now = self._clock()
+            health = state.health(now)
             backend = model_pb2.Backend(
                 name=b.name,
                 kind=_KINDS[b.kind],
                 endpoint=redact_url(b.url),
-                state={None: model_pb2.BACKEND_STATE_UNSPECIFIED, True: model_pb2.BACKEND_STATE_HEALTHY,
-                       False: model_pb2.BACKEND_STATE_DOWN}[state.healthy],
+                state=_STATES[health],
                 in_flight=state.in_flight,
                 requests_total=state.requests_total,
                 errors_total=state.errors_total,
@@ -68,6 +78,8 @@ class ModelServicer(model_pb2_grpc.ModelServiceServicer):
             )
             if state.latency_estimate is not None:
                 backend.latency_estimate.CopyFrom(duration(state.latency_estimate))
+            if health is Health.EJECTED:
+                backend.ejected_until.FromNanoseconds(int((time.time() + state.ejected_until - now) * 1e9))
             out.append(backend)
         return model_pb2.ListBackendsResponse(backends=out)
 
