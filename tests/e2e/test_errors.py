@@ -12,6 +12,11 @@ from tests.fakes import FakeOpenAI, Garbage, Hang, HttpError, MidStreamError, Tr
 from turnout.v1 import common_pb2, generate_pb2, model_pb2
 
 
+def one_attempt(backend: str, model: str) -> str:
+    """A route `r` that tries `backend` once, so an error reaches the caller as it is."""
+    return f"routes:\n  - {{name: r, retry: {{attempts: 1}}, targets: [{{backend: {backend}, model: {model}}}]}}\n"
+
+
 async def _received(call):
     """Reads a failing stream, returning (events before the error, the error)."""
     seen = []
@@ -26,16 +31,16 @@ async def _received(call):
 @pytest.mark.parametrize("status", [500, 503])
 async def test_upstream_5xx_before_output_is_unavailable(ollama, status):
     ollama.script(HttpError(status, "runner crashed"))
-    async with serve(backends_yaml(ollama)) as c:
-        error = await failure(c.generate.Generate(ask(model="llama3.2:1b")))
+    async with serve(backends_yaml(ollama) + one_attempt("local", "llama3.2:1b")) as c:
+        error = await failure(c.generate.Generate(ask(model="r")))
     assert error.code() == grpc.StatusCode.UNAVAILABLE
     assert f"HTTP {status}: runner crashed" in error.details()
 
 
 async def test_upstream_429_carries_retry_info(openai):
     openai.script(HttpError(429, "Rate limit reached", headers={"retry-after": "7"}))
-    async with serve(backends_yaml(openai=openai)) as c:
-        error = await failure(c.generate.Generate(ask(model="gpt-4o-mini")))
+    async with serve(backends_yaml(openai=openai) + one_attempt("cloud", "gpt-4o-mini")) as c:
+        error = await failure(c.generate.Generate(ask(model="r")))
     assert error.code() == grpc.StatusCode.UNAVAILABLE
     assert details(error, RetryInfo).retry_delay.seconds == 7
 
@@ -169,8 +174,8 @@ async def test_caller_cancel_closes_the_upstream_within_100ms(ollama):
 
 async def test_no_secret_in_errors_or_listings(openai):
     openai.script(HttpError(500, "boom"))
-    async with serve(backends_yaml(openai=openai)) as c:
-        error = await failure(c.generate.Generate(ask(model="gpt-4o-mini")))
+    async with serve(backends_yaml(openai=openai) + one_attempt("cloud", "gpt-4o-mini")) as c:
+        error = await failure(c.generate.Generate(ask(model="r")))
         listing = await c.models.ListBackends(model_pb2.ListBackendsRequest())
     assert SECRET not in error.details() and SECRET not in str(listing)
 
