@@ -10,6 +10,7 @@ services map any error to a status with one attribute lookup.
     ├── Unsupported           the backend cannot do this operation (UNIMPLEMENTED)
     ├── NoTargetAvailable     every attempt failed, or nothing could be tried (UNAVAILABLE)
     ├── StreamInterrupted     the upstream failed after output reached the caller (UNAVAILABLE)
+    ├── StoreUnavailable      the session store cannot be reached or is busy (UNAVAILABLE)
     ├── DeadlineExceeded      the caller's deadline ran out (DEADLINE_EXCEEDED)
     └── BackendError          one attempt against one backend failed
         ├── BackendUnreachable    connection refused or reset before a response
@@ -80,6 +81,10 @@ class NoTargetAvailable(TurnoutError):
 
 
 class StreamInterrupted(TurnoutError):
+    status = grpc.StatusCode.UNAVAILABLE
+
+
+class StoreUnavailable(TurnoutError):
     status = grpc.StatusCode.UNAVAILABLE
 
 
