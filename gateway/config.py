@@ -102,6 +102,8 @@ class SessionsConfig:
     redis_url: str = "redis://127.0.0.1:6379/0"
     ttl: float = 86400.0
     max_turns: int = 50
+    max_tokens: int = 16384
+    max_frames: int = 10_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -505,6 +507,8 @@ def _sessions(s: _Section) -> SessionsConfig:
         redis_url=s.text("redis_url", SessionsConfig().redis_url),
         ttl=s.duration("ttl", SessionsConfig().ttl),
         max_turns=s.get("max_turns", int, SessionsConfig().max_turns, _positive),
+        max_tokens=s.get("max_tokens", int, SessionsConfig().max_tokens, _positive),
+        max_frames=s.get("max_frames", int, SessionsConfig().max_frames, _positive),
     )
     s.done()
     return config

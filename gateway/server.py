@@ -19,7 +19,7 @@ from adapters.http import build_client
 from adapters.ollama import OllamaAdapter
 from adapters.openai import OpenAIAdapter
 from gateway.catalog import Catalog
-from gateway.config import BackendConfig, Config
+from gateway.config import BackendConfig, Config, SessionsConfig
 from gateway.dispatch import Dispatcher
 from gateway.domain import BackendKind
 from gateway.errors import BackendError
@@ -28,12 +28,19 @@ from gateway.routing.state import BackendState
 from gateway.routing.strategies import LeastUsed, PriorityOrder, SmoothWeightedRoundRobin, Strategy
 from gateway.services.generate import GenerateServicer
 from gateway.services.model import ModelServicer
-from turnout.v1 import generate_pb2, generate_pb2_grpc, model_pb2, model_pb2_grpc
+from gateway.services.session import SessionServicer
+from gateway.sessions.conversation import Conversations
+from gateway.sessions.memory import MemoryStore
+from gateway.sessions.redis import RedisStore
+from gateway.sessions.sqlite import SqliteStore
+from gateway.sessions.store import SessionStore, StoreLimits
+from turnout.v1 import generate_pb2, generate_pb2_grpc, model_pb2, model_pb2_grpc, session_pb2, session_pb2_grpc
 
 log = logging.getLogger("turnout")
 TransportFactory = Callable[[BackendConfig], httpx.AsyncBaseTransport | None]
 SERVICES = (
     generate_pb2.DESCRIPTOR.services_by_name["GenerateService"].full_name,
+    session_pb2.DESCRIPTOR.services_by_name["SessionService"].full_name,
     model_pb2.DESCRIPTOR.services_by_name["ModelService"].full_name,
 )
 
@@ -44,6 +51,17 @@ def build_adapter(backend: BackendConfig, transport: httpx.AsyncBaseTransport | 
     if backend.kind is BackendKind.OLLAMA:
         return OllamaAdapter(backend.name, client)
     return OpenAIAdapter(backend.name, client)
+
+
+async def open_store(config: SessionsConfig) -> SessionStore:
+    limits = StoreLimits(max_frames=config.max_frames)
+    if config.store == "memory":
+        return MemoryStore(limits)
+    if config.store == "redis":
+        return RedisStore(config.redis_url, limits)
+    store = SqliteStore(config.path, limits)
+    await store.open()
+    return store
 
 
 class Gateway:
@@ -66,6 +84,7 @@ class Gateway:
             ]
         )
         self.port = 0
+        self.store: SessionStore | None = None
         self._health_checks: asyncio.Task[None] | None = None
 
     def _strategy(self, name: str) -> Strategy:
@@ -76,8 +95,13 @@ class Gateway:
         return PriorityOrder()
 
     async def start(self) -> int:
+        self.store = await open_store(self.config.sessions)
+        conversations = Conversations(self.store, self.config.sessions)
         generate_pb2_grpc.add_GenerateServiceServicer_to_server(
-            GenerateServicer(self.dispatcher, self.config.limits), self.server
+            GenerateServicer(self.dispatcher, conversations, self.config.limits), self.server
+        )
+        session_pb2_grpc.add_SessionServiceServicer_to_server(
+            SessionServicer(self.store, self.config.sessions, self.config.limits), self.server
         )
         model_pb2_grpc.add_ModelServiceServicer_to_server(
             ModelServicer(self.config.backends, self.states, self.adapters, self.catalog, self.refresh), self.server
@@ -125,6 +149,8 @@ class Gateway:
             self._health_checks.cancel()
         await self.server.stop(self.config.shutdown_grace if grace is None else grace)
         await asyncio.gather(*(adapter.aclose() for adapter in self.adapters.values()))
+        if self.store is not None:
+            await self.store.close()
 
 
 async def serve(config: Config) -> int:

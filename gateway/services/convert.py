@@ -15,12 +15,13 @@ from gateway.domain import Delta, FinishReason, Message, Options, Role, Tool, To
 from gateway.errors import InvalidRequest
 from turnout.v1 import common_pb2, generate_pb2
 
-_ROLES = {
+ROLES = {
     common_pb2.ROLE_SYSTEM: Role.SYSTEM,
     common_pb2.ROLE_USER: Role.USER,
     common_pb2.ROLE_ASSISTANT: Role.ASSISTANT,
     common_pb2.ROLE_TOOL: Role.TOOL,
 }
+TO_PB_ROLE = {role: pb for pb, role in ROLES.items()}
 _FINISH = {
     FinishReason.STOP: generate_pb2.FINISH_REASON_STOP,
     FinishReason.LENGTH: generate_pb2.FINISH_REASON_LENGTH,
@@ -53,7 +54,7 @@ def to_generation(request: generate_pb2.GenerateRequest, limits: LimitsConfig, r
 
 
 def _message(m: generate_pb2.Message, field: str, limits: LimitsConfig) -> Message:
-    role = _ROLES.get(m.role)
+    role = ROLES.get(m.role)
     if role is None:
         raise InvalidRequest(f"{field}.role", "must be ROLE_SYSTEM, ROLE_USER, ROLE_ASSISTANT or ROLE_TOOL")
     size = len(m.content.encode()) + sum(len(image) for image in m.images)
@@ -67,8 +68,8 @@ def _message(m: generate_pb2.Message, field: str, limits: LimitsConfig) -> Messa
     for j, call in enumerate(m.tool_calls):
         if not call.name:
             raise InvalidRequest(f"{field}.tool_calls[{j}].name", "is required")
-        _json_object(call.arguments or "{}", f"{field}.tool_calls[{j}].arguments")
-        calls.append(ToolCall(id=call.id, name=call.name, arguments=call.arguments or "{}"))
+        arguments = json_object_text(call.arguments, f"{field}.tool_calls[{j}].arguments")
+        calls.append(ToolCall(id=call.id, name=call.name, arguments=arguments))
     return Message(
         role=role,
         content=m.content,
@@ -87,6 +88,12 @@ def _json_object(text: str, field: str) -> dict[str, object]:
     if not isinstance(value, dict):
         raise InvalidRequest(field, f"must be a JSON object, not {type(value).__name__}")
     return value
+
+
+def json_object_text(text: str, field: str) -> str:
+    """Tool-call arguments: JSON object text, "" meaning {}."""
+    _json_object(text or "{}", field)
+    return text or "{}"
 
 
 def _tools(tools: list[generate_pb2.Tool]) -> tuple[Tool, ...]:

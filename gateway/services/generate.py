@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import time
 import uuid
@@ -12,10 +13,12 @@ import grpc
 
 from gateway.config import LimitsConfig
 from gateway.dispatch import Completed, Dispatcher, GenerationEvent, Started
-from gateway.domain import Delta
-from gateway.errors import TurnoutError, Unsupported
+from gateway.domain import Delta, ToolCall
+from gateway.errors import TurnoutError
 from gateway.services import convert
+from gateway.services.session import session_id
 from gateway.services.status import abort
+from gateway.sessions.conversation import Answer, Conversations
 from turnout.v1 import generate_pb2, generate_pb2_grpc
 
 log = logging.getLogger("turnout.requests")
@@ -25,10 +28,12 @@ class GenerateServicer(generate_pb2_grpc.GenerateServiceServicer):
     def __init__(
         self,
         dispatcher: Dispatcher,
+        conversations: Conversations,
         limits: LimitsConfig,
         new_request_id: Callable[[], str] = lambda: uuid.uuid4().hex,
     ) -> None:
         self._dispatcher = dispatcher
+        self._conversations = conversations
         self._limits = limits
         self._new_request_id = new_request_id
 
@@ -36,12 +41,27 @@ class GenerateServicer(generate_pb2_grpc.GenerateServiceServicer):
         self, request: generate_pb2.GenerateRequest, request_id: str, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[GenerationEvent]:
         generation = convert.to_generation(request, self._limits, request_id)
+        new = generation.messages
         if generation.session_id:
-            raise Unsupported("session_id is not supported yet: this gateway build has no session store")
+            session_id(generation.session_id)
+            generation = dataclasses.replace(
+                generation, messages=await self._conversations.context(generation.session_id, new)
+            )
         remaining = context.time_remaining()
         deadline = None if remaining is None else time.monotonic() + remaining
+        started: Started | None = None
+        content: list[str] = []
+        calls: list[ToolCall] = []
         async with contextlib.aclosing(self._dispatcher.run(generation, deadline)) as events:
             async for event in events:
+                if isinstance(event, Started):
+                    started = event
+                elif isinstance(event, Delta):
+                    content.append(event.content)
+                    calls.extend(event.tool_calls)
+                elif generation.session_id and started is not None:  # Completed: record, then tell the caller
+                    answer = Answer("".join(content), tuple(calls), started.backend, started.model)
+                    await self._conversations.record(generation.session_id, new, answer)
                 yield event
 
     async def Generate(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+import uuid
 from typing import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 
 
@@ -13,7 +14,7 @@ from gateway.domain import BackendKind
 from gateway.errors import BackendModelMissing, InvalidRequest, NotFound
 from gateway.routing.state import BackendState, Health
 from gateway.services.convert import duration
-from gateway.services.status import abort
+from gateway.services.status import abort, unary
 from turnout.v1 import model_pb2, model_pb2_grpc
 
 _KINDS = {BackendKind.OLLAMA: model_pb2.BACKEND_KIND_OLLAMA, BackendKind.OPENAI: model_pb2.BACKEND_KIND_OPENAI}
@@ -101,15 +102,13 @@ class ModelServicer(model_pb2_grpc.ModelServiceServicer):
                 )
             await self._refresh(request.backend)
         except Exception as exc:
-            await abort(context, exc, f"pull:{request.backend}")
+            await abort(context, exc, uuid.uuid4().hex)
 
+    @unary
     async def DeleteModel(self, request, context) -> model_pb2.DeleteModelResponse:
         try:
-            try:
-                await self._adapter(request.backend, request.model).delete(request.model)
-            except BackendModelMissing:
-                raise NotFound(f"backend {request.backend!r} has no model {request.model!r}") from None
-            await self._refresh(request.backend)
-        except Exception as exc:
-            await abort(context, exc, f"delete:{request.backend}")
+            await self._adapter(request.backend, request.model).delete(request.model)
+        except BackendModelMissing:
+            raise NotFound(f"backend {request.backend!r} has no model {request.model!r}") from None
+        await self._refresh(request.backend)
         return model_pb2.DeleteModelResponse()

@@ -4,10 +4,12 @@ trace goes to the log with the request id the caller can quote."""
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import re
-from typing import NoReturn
+import uuid
+from typing import Any, Awaitable, Callable, NoReturn, TypeVar
 
 import grpc
 from google.protobuf import any_pb2, duration_pb2
@@ -51,3 +53,19 @@ async def abort(context: grpc.aio.ServicerContext, exc: BaseException, request_i
             grpc.StatusCode.INTERNAL, f"internal error (request id {request_id}); the gateway log has the details"
         )
     await context.abort_with_status(rich_status(exc))
+
+
+Handler = TypeVar("Handler", bound=Callable[..., Awaitable[Any]])
+
+
+def unary(handler: Handler) -> Handler:
+    """Wraps a unary servicer method so any error it raises becomes its status."""
+
+    @functools.wraps(handler)
+    async def guarded(self: object, request: object, context: grpc.aio.ServicerContext) -> Any:
+        try:
+            return await handler(self, request, context)
+        except Exception as exc:
+            await abort(context, exc, uuid.uuid4().hex)
+
+    return guarded  # type: ignore[return-value]

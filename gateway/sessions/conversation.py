@@ -1,0 +1,71 @@
+"""Generate's view of a session: the context to send upstream, and the turn to
+record once the answer is complete.
+
+A request that names a session sends its system prompt and history (trimmed
+by gateway.sessions.history: at most `max_turns` whole turns, then at most
+`max_tokens` estimated tokens, oldest first, the system prompt always kept)
+followed by the request's own messages. When the generation completes, the
+request's messages and the assistant's answer are appended in one atomic
+store call; a cancelled or failed generation appends nothing, so a retry is
+clean. Images are sent upstream but not stored in the session.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from gateway.config import SessionsConfig
+from gateway.domain import Message, Role, ToolCall
+from gateway.errors import NotFound
+from gateway.sessions.history import frames_to_messages, trim
+from gateway.sessions.store import FrameRecord, NewFrame, SessionStore
+
+
+@dataclass(frozen=True, slots=True)
+class Answer:
+    content: str
+    tool_calls: tuple[ToolCall, ...]
+    backend: str
+    model: str
+
+
+class Conversations:
+    def __init__(self, store: SessionStore, config: SessionsConfig) -> None:
+        self._store = store
+        self._config = config
+
+    async def context(self, session_id: str, new: tuple[Message, ...]) -> tuple[Message, ...]:
+        """System prompt + trimmed history + `new`; just `new` for a session
+        that does not exist yet (the first completed turn creates it)."""
+        try:
+            session = await self._store.get(session_id)
+        except NotFound:
+            return new
+        frames = await self._frames(session_id)
+        kept = trim(
+            session.system_prompt, [*frames_to_messages(frames), *new], self._config.max_turns,
+            self._config.max_tokens,
+        )
+        return tuple(kept)
+
+    async def _frames(self, session_id: str) -> list[FrameRecord]:
+        frames: list[FrameRecord] = []
+        token = ""
+        while True:
+            page, token = await self._store.list_frames(session_id, 0, False, 0, token)
+            frames.extend(page)
+            if not token:
+                return frames
+
+    async def record(self, session_id: str, new: tuple[Message, ...], answer: Answer) -> None:
+        frames = [
+            NewFrame(role=m.role, content=m.content, tool_calls=m.tool_calls, tool_call_id=m.tool_call_id)
+            for m in new
+        ]
+        frames.append(
+            NewFrame(
+                role=Role.ASSISTANT, content=answer.content, tool_calls=answer.tool_calls,
+                state="completed", backend=answer.backend, model=answer.model,
+            )
+        )
+        await self._store.append(session_id, frames, self._config.ttl)
