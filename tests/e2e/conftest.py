@@ -14,7 +14,7 @@ from grpc_health.v1 import health_pb2_grpc
 from gateway import config as config_module
 from gateway.server import Gateway
 from tests.fakes import FakeOllama, FakeOpenAI
-from turnout.v1 import generate_pb2_grpc, model_pb2_grpc
+from turnout.v1 import generate_pb2_grpc, model_pb2_grpc, session_pb2_grpc
 
 SECRET = "sk-test-planted-secret-0123456789"
 
@@ -26,10 +26,14 @@ class Client:
     generate: generate_pb2_grpc.GenerateServiceStub
     models: model_pb2_grpc.ModelServiceStub
     health: health_pb2_grpc.HealthStub
+    sessions: session_pb2_grpc.SessionServiceStub
 
 
 @contextlib.asynccontextmanager
 async def serve(yaml_text: str, env: dict[str, str] | None = None) -> AsyncIterator[Client]:
+    """A gateway on that config (sessions in memory unless the config says otherwise)."""
+    if "sessions:" not in yaml_text:
+        yaml_text += "sessions: {store: memory}\n"
     config = config_module.parse(yaml_text, {"CLOUD_KEY": SECRET, **(env or {})})
     config = config_module.Config(**{**{f: getattr(config, f) for f in config.__dataclass_fields__},
                                      "listen": "127.0.0.1:0"})
@@ -43,6 +47,7 @@ async def serve(yaml_text: str, env: dict[str, str] | None = None) -> AsyncItera
                 generate_pb2_grpc.GenerateServiceStub(channel),
                 model_pb2_grpc.ModelServiceStub(channel),
                 health_pb2_grpc.HealthStub(channel),
+                session_pb2_grpc.SessionServiceStub(channel),
             )
     finally:
         await gateway.stop(grace=0)

@@ -30,7 +30,7 @@ async def served(ollama, tmp_path):
     port = unused_port()
     config = tmp_path / "turnout.yaml"
     config.write_text(
-        f"listen: 127.0.0.1:{port}\nshutdown_grace: 10s\n"
+        f"listen: 127.0.0.1:{port}\nshutdown_grace: 10s\nsessions: {{path: '{tmp_path}/sessions.db'}}\n"
         f"backends:\n  - {{name: local, kind: ollama, url: '{ollama.url}'}}\n"
         "routes:\n  - {name: chat, targets: [{backend: local, model: llama3.2:1b}]}\ndefault_route: chat\n"
     )
