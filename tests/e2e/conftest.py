@@ -3,8 +3,11 @@ through the generated stubs."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import sys
 from dataclasses import dataclass
+from pathlib import Path
 from typing import AsyncIterator
 
 import grpc
@@ -13,10 +16,11 @@ from grpc_health.v1 import health_pb2_grpc
 
 from gateway import config as config_module
 from gateway.server import Gateway
-from tests.fakes import FakeOllama, FakeOpenAI
+from tests.fakes import FakeOllama, FakeOpenAI, unused_port
 from turnout.v1 import generate_pb2_grpc, model_pb2_grpc, session_pb2_grpc
 
 SECRET = "sk-test-planted-secret-0123456789"
+TURNOUT = [sys.executable, "-m", "gateway.cli"]
 
 
 @dataclass
@@ -72,3 +76,24 @@ async def ollama() -> AsyncIterator[FakeOllama]:
 async def openai() -> AsyncIterator[FakeOpenAI]:
     async with FakeOpenAI(api_key=SECRET) as fake:
         yield fake
+
+
+@contextlib.asynccontextmanager
+async def spawn(config_text: str, directory: Path, name: str = "turnout") -> AsyncIterator[tuple[asyncio.subprocess.Process, str]]:
+    """`turnout serve` in a child process on a free port, with `config_text`
+    (which must not set `listen`); yields the process and its address once it
+    listens, and kills it at the end if it is still running."""
+    port = unused_port()
+    config = directory / f"{name}.yaml"
+    config.write_text(f"listen: 127.0.0.1:{port}\n{config_text}")
+    process = await asyncio.create_subprocess_exec(
+        *TURNOUT, "serve", "--config", str(config), stderr=asyncio.subprocess.PIPE
+    )
+    try:
+        while b"listening on" not in (line := await asyncio.wait_for(process.stderr.readline(), 30)):
+            assert line, f"{name} exited before listening"
+        yield process, f"127.0.0.1:{port}"
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()

@@ -4,15 +4,12 @@ models, backends, check-config, and SIGTERM draining a stream in flight."""
 import asyncio
 import os
 import signal
-import sys
 from pathlib import Path
 
 import pytest
 
-from tests.e2e.conftest import SECRET
-from tests.fakes import Gate, unused_port
-
-TURNOUT = [sys.executable, "-m", "gateway.cli"]
+from tests.e2e.conftest import SECRET, TURNOUT, spawn
+from tests.fakes import Gate
 
 
 async def run(*args: str, env: dict[str, str] | None = None) -> tuple[int, str, str]:
@@ -27,22 +24,13 @@ async def run(*args: str, env: dict[str, str] | None = None) -> tuple[int, str, 
 @pytest.fixture
 async def served(ollama, tmp_path):
     """`turnout serve` in a child process, in front of the fake Ollama; yields (process, address)."""
-    port = unused_port()
-    config = tmp_path / "turnout.yaml"
-    config.write_text(
-        f"listen: 127.0.0.1:{port}\nshutdown_grace: 10s\nsessions: {{path: '{tmp_path}/sessions.db'}}\n"
+    config = (
+        f"shutdown_grace: 10s\nsessions: {{path: '{tmp_path}/sessions.db'}}\n"
         f"backends:\n  - {{name: local, kind: ollama, url: '{ollama.url}'}}\n"
         "routes:\n  - {name: chat, targets: [{backend: local, model: llama3.2:1b}]}\ndefault_route: chat\n"
     )
-    process = await asyncio.create_subprocess_exec(
-        *TURNOUT, "serve", "--config", str(config), stderr=asyncio.subprocess.PIPE
-    )
-    while b"listening on" not in (line := await asyncio.wait_for(process.stderr.readline(), 30)):
-        assert line, "turnout serve exited before listening"
-    yield process, f"127.0.0.1:{port}"
-    if process.returncode is None:
-        process.kill()
-        await process.wait()
+    async with spawn(config, tmp_path) as served:
+        yield served
 
 
 async def test_chat_prints_the_streamed_answer(served, ollama):
