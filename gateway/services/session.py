@@ -114,7 +114,7 @@ class SessionServicer(session_pb2_grpc.SessionServiceServicer):
 
     @unary
     async def ListSessions(self, request, context) -> session_pb2.ListSessionsResponse:
-        records, token = await self._store.list(request.page_size, request.page_token)
+        records, token = await self._store.list_sessions(request.page_size, request.page_token)
         return session_pb2.ListSessionsResponse(sessions=[session_pb(r) for r in records], next_page_token=token)
 
     @unary
@@ -124,7 +124,7 @@ class SessionServicer(session_pb2_grpc.SessionServiceServicer):
             raise InvalidRequest("frame", "is required")
         frame = new_frame(request.frame, self._limits)
         expected = request.expected_seq if request.HasField("expected_seq") else None
-        (stored,) = await self._store.append(sid, [frame], self._config.ttl, expected_seq=expected)
+        (stored,) = await self._store.append(sid, [frame], ttl_if_created=self._config.ttl, expected_seq=expected)
         return session_pb2.AppendFrameResponse(frame=frame_pb(stored))
 
     @unary

@@ -68,4 +68,4 @@ class Conversations:
                 state="completed", backend=answer.backend, model=answer.model,
             )
         )
-        await self._store.append(session_id, frames, self._config.ttl)
+        await self._store.append(session_id, frames, ttl_if_created=self._config.ttl)

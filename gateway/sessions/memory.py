@@ -23,6 +23,7 @@ from gateway.sessions.store import FrameRecord, NewFrame, SessionRecord, StoreLi
 @dataclass(slots=True)
 class _Session:
     record: SessionRecord
+    ttl: float
     frames: list[FrameRecord] = field(default_factory=list)
     changed: asyncio.Event = field(default_factory=asyncio.Event)
 
@@ -56,7 +57,7 @@ class MemoryStore:
         del self._sessions[session_id]
         session.signal()
 
-    async def list(self, page_size: int, page_token: str, owner: str = "") -> tuple[list[SessionRecord], str]:
+    async def list_sessions(self, page_size: int, page_token: str, owner: str = "") -> tuple[list[SessionRecord], str]:
         size = codec.page_size(page_size, self._limits)
         offset = codec.offset_page(page_token)
         for session_id in list(self._sessions):
@@ -69,19 +70,20 @@ class MemoryStore:
         return page, codec.next_offset_token(offset, size, offset + size < len(records))
 
     async def append(
-        self, session_id: str, frames: Sequence[NewFrame], ttl: float,
+        self, session_id: str, frames: Sequence[NewFrame], ttl_if_created: float,
         expected_seq: int | None = None, owner: str = "",
     ) -> list[FrameRecord]:
         session = self._find(session_id)
         last_seq = session.record.last_seq if session else 0
         codec.check_append(session_id, last_seq, len(frames), expected_seq, self._limits)
         if session is None:
-            session = self._create(session_id, "", {}, ttl, owner)
+            session = self._create(session_id, "", {}, ttl_if_created, owner)
         now = self._clock()
         added = [codec.record_frame(last_seq + i, frame, now) for i, frame in enumerate(frames, start=1)]
         session.frames.extend(added)
         session.record = dataclasses.replace(
-            session.record, update_time=now, expire_time=codec.expire_time(now, ttl), last_seq=last_seq + len(added)
+            session.record, update_time=now, expire_time=codec.expire_time(now, session.ttl),
+            last_seq=last_seq + len(added),
         )
         session.signal()
         return added
@@ -118,7 +120,7 @@ class MemoryStore:
             id=session_id, system_prompt=system_prompt, metadata=dict(metadata), create_time=now,
             update_time=now, expire_time=codec.expire_time(now, ttl), owner=owner,
         )
-        session = self._sessions[session_id] = _Session(record)
+        session = self._sessions[session_id] = _Session(record, ttl)
         return session
 
     def _find(self, session_id: str) -> _Session | None:

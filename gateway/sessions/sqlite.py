@@ -10,6 +10,10 @@ transaction, so seqs stay gap-free even when several gateway processes share
 the file. Watchers are woken at once by appends made through this store, and
 poll the file every `poll_interval` seconds for appends made by other
 processes. Expired sessions read as missing and are deleted when next touched.
+Each session's row keeps its own ttl, which every append renews it by.
+
+A busy or locked database (past the 30 s busy timeout), a file SQLite cannot
+open and a directory that cannot be created raise StoreUnavailable.
 """
 
 from __future__ import annotations
@@ -23,7 +27,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import AsyncIterator, Callable, Iterator, Mapping, Sequence, TypeVar
 
-from gateway.errors import AlreadyExists
+from gateway.errors import AlreadyExists, StoreUnavailable
 from gateway.sessions import codec
 from gateway.sessions.store import FrameRecord, NewFrame, SessionRecord, StoreLimits
 
@@ -38,7 +42,8 @@ CREATE TABLE IF NOT EXISTS sessions (
     create_time REAL NOT NULL,
     update_time REAL NOT NULL,
     expire_time REAL NOT NULL,
-    last_seq INTEGER NOT NULL
+    last_seq INTEGER NOT NULL,
+    ttl REAL NOT NULL
 );
 CREATE INDEX IF NOT EXISTS sessions_by_update ON sessions (update_time DESC, id);
 CREATE INDEX IF NOT EXISTS sessions_by_owner ON sessions (owner, update_time DESC, id);
@@ -51,16 +56,30 @@ CREATE TABLE IF NOT EXISTS frames (
 ) WITHOUT ROWID;
 """
 
-_COLUMNS = "id, system_prompt, metadata, owner, create_time, update_time, expire_time, last_seq"
+_COLUMNS = "id, system_prompt, metadata, owner, create_time, update_time, expire_time, last_seq, ttl"
 _EXPIRED = "expire_time > 0 AND expire_time <= ?"
 
 
 def _record(row: tuple) -> SessionRecord:
-    id_, prompt, metadata, owner, created, updated, expires, last_seq = row
+    id_, prompt, metadata, owner, created, updated, expires, last_seq, _ttl = row
     return SessionRecord(
         id=id_, system_prompt=prompt, metadata=json.loads(metadata), create_time=created,
         update_time=updated, expire_time=expires, last_seq=last_seq, owner=owner,
     )
+
+
+def _unavailable(path: str, exc: Exception) -> StoreUnavailable | None:
+    """The StoreUnavailable that `exc` (raised on the worker thread) amounts to, if any."""
+    where = f"session store (sqlite at {path})"
+    if isinstance(exc, OSError):
+        return StoreUnavailable(f"{where} cannot create its directory {exc.filename}: {exc.strerror};"
+                                " check sessions.path")
+    name = getattr(exc, "sqlite_errorname", "")
+    if name.startswith(("SQLITE_BUSY", "SQLITE_LOCKED")):
+        return StoreUnavailable(f"{where} is busy: {exc}; another process is holding its write lock, retry later")
+    if name.startswith("SQLITE_CANTOPEN"):
+        return StoreUnavailable(f"{where} cannot be opened: {exc}; check that sessions.path names a writable file")
+    return None
 
 
 class SqliteStore:
@@ -100,17 +119,19 @@ class SqliteStore:
         await self._run(self._delete, session_id, self._clock())
         self._wake(session_id)
 
-    async def list(self, page_size: int, page_token: str, owner: str = "") -> tuple[list[SessionRecord], str]:
+    async def list_sessions(self, page_size: int, page_token: str, owner: str = "") -> tuple[list[SessionRecord], str]:
         size = codec.page_size(page_size, self._limits)
         offset = codec.offset_page(page_token)
         records = await self._run(self._list, size + 1, offset, owner, self._clock())
         return records[:size], codec.next_offset_token(offset, size, len(records) > size)
 
     async def append(
-        self, session_id: str, frames: Sequence[NewFrame], ttl: float,
+        self, session_id: str, frames: Sequence[NewFrame], ttl_if_created: float,
         expected_seq: int | None = None, owner: str = "",
     ) -> list[FrameRecord]:
-        added = await self._run(self._append, session_id, tuple(frames), ttl, expected_seq, owner, self._clock())
+        added = await self._run(
+            self._append, session_id, tuple(frames), ttl_if_created, expected_seq, owner, self._clock()
+        )
         self._wake(session_id)
         return added
 
@@ -137,7 +158,14 @@ class SqliteStore:
                     await asyncio.wait_for(wakeup.wait(), self._poll_interval)
 
     async def _run(self, fn: Callable[..., T], *args: object) -> T:
-        return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
+        """Runs `fn` on the worker thread; the one place outages become StoreUnavailable."""
+        try:
+            return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
+        except (sqlite3.OperationalError, OSError) as exc:
+            unavailable = _unavailable(self._path, exc)
+            if unavailable is None:
+                raise
+            raise unavailable from exc
 
     def _wake(self, session_id: str) -> None:
         wakeup = self._wakeups.pop(session_id, None)
@@ -150,12 +178,16 @@ class SqliteStore:
         if self._path != ":memory:":
             Path(self._path).parent.mkdir(parents=True, exist_ok=True)
         db = sqlite3.connect(self._path, isolation_level=None, timeout=30.0)
-        db.execute("PRAGMA journal_mode=WAL")
-        db.execute("PRAGMA synchronous=NORMAL")
-        with self._transaction(db):
-            for statement in _SCHEMA.split(";"):
-                if statement.strip():
-                    db.execute(statement)
+        try:
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=NORMAL")
+            with self._transaction(db):
+                for statement in _SCHEMA.split(";"):
+                    if statement.strip():
+                        db.execute(statement)
+        except BaseException:
+            db.close()
+            raise
         self._db = db
 
     @property
@@ -170,10 +202,11 @@ class SqliteStore:
         db.execute("BEGIN IMMEDIATE")
         try:
             yield db
+            db.execute("COMMIT")
         except BaseException:
-            db.execute("ROLLBACK")
+            if db.in_transaction:
+                db.execute("ROLLBACK")
             raise
-        db.execute("COMMIT")
 
     def _live_row(self, db: sqlite3.Connection, session_id: str, now: float) -> tuple | None:
         """The session's row, or None; an expired one is deleted (call inside a transaction)."""
@@ -201,8 +234,8 @@ class SqliteStore:
             if self._live_row(db, session_id, now) is not None:
                 raise AlreadyExists(f"session {session_id!r} already exists; choose another id or leave it empty")
             row = (session_id, prompt, codec.metadata_to_json(metadata), owner, now, now,
-                   codec.expire_time(now, ttl), 0)
-            db.execute(f"INSERT INTO sessions ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)", row)
+                   codec.expire_time(now, ttl), 0, ttl)
+            db.execute(f"INSERT INTO sessions ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", row)
         return _record(row)
 
     def _get(self, session_id: str, now: float) -> SessionRecord:
@@ -227,16 +260,16 @@ class SqliteStore:
         return [_record(row) for row in rows]
 
     def _append(
-        self, session_id: str, frames: tuple[NewFrame, ...], ttl: float, expected_seq: int | None,
+        self, session_id: str, frames: tuple[NewFrame, ...], ttl_if_created: float, expected_seq: int | None,
         owner: str, now: float,
     ) -> list[FrameRecord]:
         with self._transaction() as db:
             row = self._live_row(db, session_id, now)
-            last_seq = row[7] if row else 0
+            last_seq, ttl = (row[7], row[8]) if row else (0, ttl_if_created)
             codec.check_append(session_id, last_seq, len(frames), expected_seq, self._limits)
             if row is None:
-                db.execute(f"INSERT INTO sessions ({_COLUMNS}) VALUES (?, '', '{{}}', ?, ?, ?, ?, 0)",
-                           (session_id, owner, now, now, 0.0))
+                db.execute(f"INSERT INTO sessions ({_COLUMNS}) VALUES (?, '', '{{}}', ?, ?, ?, ?, 0, ?)",
+                           (session_id, owner, now, now, 0.0, ttl))
             db.executemany(
                 "INSERT INTO frames (session_id, seq, body) VALUES (?, ?, ?)",
                 [(session_id, last_seq + i, codec.frame_to_json(f, now)) for i, f in enumerate(frames, start=1)],

@@ -8,7 +8,12 @@ unix seconds (float). Every implementation passes tests/sessions/test_contract.p
 Errors (gateway.errors): NotFound for a missing or expired session,
 AlreadyExists for a taken caller-chosen id, Conflict when `expected_seq` does
 not match, LimitExceeded when an append would pass `max_frames` (nothing is
-written then), InvalidRequest for a bad page token.
+written then), InvalidRequest for a bad page token, StoreUnavailable when the
+backing store cannot be reached or stays busy (its message names the store
+but never a credential).
+
+Each session keeps the ttl it was created with (seconds; <= 0 means it never
+expires): every append renews its expiry to now + that ttl.
 """
 
 from __future__ import annotations
@@ -77,17 +82,18 @@ class SessionStore(Protocol):
 
     async def delete(self, session_id: str) -> None: ...
 
-    async def list(self, page_size: int, page_token: str, owner: str = "") -> tuple[list[SessionRecord], str]:
+    async def list_sessions(self, page_size: int, page_token: str, owner: str = "") -> tuple[list[SessionRecord], str]:
         """A page of sessions (of that owner when given), most recently updated
         first, and the token of the next page ("" on the last)."""
         ...
 
     async def append(
-        self, session_id: str, frames: Sequence[NewFrame], ttl: float,
+        self, session_id: str, frames: Sequence[NewFrame], ttl_if_created: float,
         expected_seq: int | None = None, owner: str = "",
     ) -> list[FrameRecord]:
         """Appends all `frames` atomically (all or none), creating the session
-        when it does not exist, and renews its expiry to now + ttl."""
+        with `ttl_if_created` (and `owner`) when it does not exist, and renews
+        its expiry to now + the session's own ttl."""
         ...
 
     async def list_frames(

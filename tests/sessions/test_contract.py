@@ -75,7 +75,7 @@ async def test_delete_removes_the_session_and_its_frames(store: SessionStore) ->
     for call in (store.get("s1"), store.list_frames("s1", 0, False, 0, ""), store.delete("s1")):
         with pytest.raises(NotFound):
             await call
-    assert (await store.list(0, ""))[0] == []
+    assert (await store.list_sessions(0, ""))[0] == []
     assert [f.seq for f in await store.append("s1", [frame()], TTL)] == [1]
 
 
@@ -85,10 +85,10 @@ async def test_list_pages_most_recently_updated_first(store: SessionStore, clock
         await store.create(session_id, "", {}, TTL)
     clock.advance(1)
     await store.append("b", [frame()], TTL)
-    first, token = await store.list(2, "")
-    second, token = await store.list(2, token)
+    first, token = await store.list_sessions(2, "")
+    second, token = await store.list_sessions(2, token)
     await store.append("a", [frame()], TTL)
-    third, token = await store.list(2, token)
+    third, token = await store.list_sessions(2, token)
     assert [r.id for r in first + second] == ["b", "e", "d", "c"]
     assert len(third) <= 2 and token == ""
 
@@ -98,8 +98,8 @@ async def test_list_filters_by_owner(store: SessionStore, clock: FakeClock) -> N
     await store.create("b", "", {}, TTL, owner="k2")
     clock.advance(1)
     await store.append("c", [frame()], TTL, owner="k1")
-    assert [r.id for r in (await store.list(0, "", owner="k1"))[0]] == ["c", "a"]
-    assert {r.id for r in (await store.list(0, ""))[0]} == {"a", "b", "c"}
+    assert [r.id for r in (await store.list_sessions(0, "", owner="k1"))[0]] == ["c", "a"]
+    assert {r.id for r in (await store.list_sessions(0, ""))[0]} == {"a", "b", "c"}
 
 
 async def test_append_assigns_the_next_seqs_and_returns_the_stored_frames(store: SessionStore, clock: FakeClock):
@@ -186,12 +186,12 @@ async def test_page_size_zero_is_the_default_and_a_large_one_is_capped(store: Se
 
 async def test_a_garbage_page_token_is_invalid_request(store: SessionStore) -> None:
     await fill(store, "s1", 10)
-    _, list_token = await store.list(1, "")
+    _, list_token = await store.list_sessions(1, "")
     for token in ("garbage!", "bm90LWEtdG9rZW4", list_token or "x"):
         with pytest.raises(InvalidRequest, match="page_token"):
             await store.list_frames("s1", 0, False, 2, token)
     with pytest.raises(InvalidRequest, match="page_token"):
-        await store.list(1, "garbage!")
+        await store.list_sessions(1, "garbage!")
 
 
 async def let_expire(kind: str, clock: FakeClock, store: SessionStore, ttl: float, *session_ids: str) -> None:
@@ -220,20 +220,42 @@ async def test_a_session_expires_ttl_after_its_last_write(kind: str, store: Sess
             await store.get(session_id)
         with pytest.raises(NotFound):
             await store.list_frames(session_id, 0, False, 0, "")
-    assert [r.id for r in (await store.list(0, ""))[0]] == ["kept"]
+    assert [r.id for r in (await store.list_sessions(0, ""))[0]] == ["kept"]
     assert [f.seq for f in await store.append("appended", [frame()], TTL)] == [1]
 
 
 @pytest.mark.parametrize("kind", ["memory", "sqlite"])
-async def test_an_append_renews_the_expiry(store: SessionStore, clock: FakeClock) -> None:
-    await store.create("s1", "", {}, 10)
-    clock.advance(6)
-    await store.append("s1", [frame()], 10)
-    clock.advance(6)
+async def test_an_append_renews_the_expiry_by_the_sessions_own_ttl(store: SessionStore, clock: FakeClock) -> None:
+    await store.create("s1", "", {}, 60)
+    clock.advance(50)
+    await store.append("s1", [frame()], TTL)
+    clock.advance(50)
     assert (await store.get("s1")).last_seq == 1
-    clock.advance(4)
+    clock.advance(61)
     with pytest.raises(NotFound):
         await store.get("s1")
+
+
+@pytest.mark.parametrize("created_by", ["create", "append"])
+async def test_appends_keep_the_ttl_the_session_was_created_with(
+    kind: str, store: SessionStore, clock: FakeClock, created_by: str
+) -> None:
+    if created_by == "create":
+        await store.create("s1", "", {}, 0.3)
+    else:
+        await store.append("s1", [frame()], 0.3)
+    await store.append("s1", [frame()], TTL)
+    assert (await store.get("s1")).expire_time == clock() + 0.3
+    await let_expire(kind, clock, store, 0.3, "s1")
+    with pytest.raises(NotFound):
+        await store.get("s1")
+
+
+async def test_a_session_created_with_ttl_zero_never_expires(store: SessionStore, clock: FakeClock) -> None:
+    await store.create("s1", "", {}, 0)
+    await store.append("s1", [frame()], TTL)
+    clock.advance(10 * 365 * 86400.0)
+    assert (await store.get("s1")).expire_time == 0.0
 
 
 async def test_watch_replays_from_a_seq_then_follows_new_appends(store: SessionStore) -> None:
