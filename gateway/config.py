@@ -21,6 +21,7 @@ import yaml
 
 from adapters.http import HttpSettings
 from gateway.domain import BackendKind
+from gateway.logs import FORMATS, LEVELS
 from gateway.routing.state import OutlierPolicy
 
 STRATEGIES = ("weighted_round_robin", "least_used", "priority")
@@ -115,15 +116,23 @@ class LimitsConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class LoggingConfig:
+    level: str = "info"
+    format: str = "text"
+
+
+@dataclass(frozen=True, slots=True)
 class Config:
     listen: str = "127.0.0.1:50051"
     metrics_listen: str = "127.0.0.1:9464"
+    workers: int = 1
     default_route: str = ""
     shutdown_grace: float = 10.0
     health_check: HealthCheckConfig = HealthCheckConfig()
     outlier_detection: OutlierPolicy = OutlierPolicy()
     sessions: SessionsConfig = SessionsConfig()
     limits: LimitsConfig = LimitsConfig()
+    logging: LoggingConfig = LoggingConfig()
     backends: tuple[BackendConfig, ...] = ()
     routes: tuple[RouteConfig, ...] = ()
     rules: tuple[RuleConfig, ...] = ()
@@ -312,12 +321,14 @@ def _build(root: _Section) -> Config:
     config = Config(
         listen=root.text("listen", Config().listen),
         metrics_listen=root.text("metrics_listen", Config().metrics_listen),
+        workers=root.get("workers", int, Config().workers, _positive),
         default_route=default_route,
         shutdown_grace=root.duration("shutdown_grace", Config().shutdown_grace),
         health_check=_health_check(root.section("health_check")),
         outlier_detection=_outlier(root.section("outlier_detection")),
         sessions=_sessions(root.section("sessions")),
         limits=_limits(root.section("limits")),
+        logging=_logging(root.section("logging")),
         backends=backends,
         routes=routes,
         rules=rules,
@@ -510,6 +521,16 @@ def _sessions(s: _Section) -> SessionsConfig:
         max_tokens=s.get("max_tokens", int, SessionsConfig().max_tokens, _positive),
         max_frames=s.get("max_frames", int, SessionsConfig().max_frames, _positive),
     )
+    s.done()
+    return config
+
+
+def _logging(s: _Section) -> LoggingConfig:
+    config = LoggingConfig(level=s.text("level", "info").lower(), format=s.text("format", "text").lower())
+    if config.level not in LEVELS:
+        raise s.error("level", f"must be one of {', '.join(LEVELS)}, got {config.level!r}")
+    if config.format not in FORMATS:
+        raise s.error("format", f"must be one of {', '.join(FORMATS)}, got {config.format!r}")
     s.done()
     return config
 

@@ -11,8 +11,8 @@ after a Delta was yielded, a failure ends the stream with StreamInterrupted —
 never a silent second attempt. Failures feed outlier ejection; a Retry-After
 keeps that backend out of rotation until then.
 
-Every started attempt calls BackendState.begin and end exactly once, and the
-upstream stream is closed on every path (completion, error, cancellation by
+Every started attempt calls BackendState.begin and end exactly once (and
+moves the in-flight gauge with them), and the upstream stream is closed on every path (completion, error, cancellation by
 the caller or its deadline, or the consumer closing this generator).
 Consumers must close the generator (contextlib.aclosing) when they stop early.
 """
@@ -48,6 +48,7 @@ from gateway.errors import (
     NoTargetAvailable,
     StreamInterrupted,
 )
+from gateway.metrics import NONE, Metrics
 from gateway.routing.router import Affinity, Plan, Route, Router
 from gateway.routing.state import BackendState, Target
 
@@ -89,6 +90,19 @@ class Completed:
 GenerationEvent = Started | Delta | Completed
 
 
+@dataclass(slots=True)
+class Trace:
+    """What one generation did, filled in by the dispatcher as it goes, for
+    the request's log line and metrics: also when it fails or is cancelled."""
+
+    route: str = NONE
+    backend: str = NONE
+    model: str = NONE
+    attempts: int = 0
+    time_to_first_token: float | None = None
+    usage: Usage | None = None
+
+
 def last_user_text(messages: tuple[Message, ...]) -> str:
     for message in reversed(messages):
         if message.role is Role.USER:
@@ -102,20 +116,27 @@ class Dispatcher:
         router: Router,
         states: Mapping[str, BackendState],
         adapters: Mapping[str, Adapter],
+        metrics: Metrics,
         clock: Callable[[], float] = time.monotonic,
         rng: random.Random | None = None,
     ) -> None:
         self._router = router
         self._states = states
         self._adapters = adapters
+        self._metrics = metrics
         self._clock = clock
         self._rng = rng or random.Random()
         self._affinity = Affinity()
 
-    async def run(self, generation: Generation, deadline: float | None = None) -> AsyncIterator[GenerationEvent]:
-        """`deadline` is the caller's, in this dispatcher's clock; None for none."""
+    async def run(
+        self, generation: Generation, deadline: float | None = None, trace: Trace | None = None
+    ) -> AsyncIterator[GenerationEvent]:
+        """`deadline` is the caller's, in this dispatcher's clock; None for none.
+        `trace`, when given, is filled in with what happened."""
+        trace = trace or Trace()
         start = self._clock()
         route = self._router.resolve(generation.model, generation.task, last_user_text(generation.messages))
+        trace.route = route.name
         plan = Plan(route, self._states, start, self._affinity.get(route, generation.session_id))
         failures: list[tuple[str, BackendError]] = []
         while True:
@@ -123,13 +144,18 @@ class Dispatcher:
             target = plan.next()
             if target is None:
                 break
-            if plan.attempt > 1 and not await self._back_off(route, plan.attempt, deadline):
-                break
+            if plan.attempt > 1:
+                if not await self._back_off(route, plan.attempt, deadline):
+                    break
+                self._metrics.retries.labels(route.name, failures[-1][1].kind).inc()
+            trace.backend, trace.model, trace.attempts = target.backend, target.model, plan.attempt
             state = self._states[target.backend]
+            in_flight = self._metrics.in_flight.labels(target.backend)
             stream = self._adapters[target.backend].stream_chat(
                 ChatRequest(target.model, generation.messages, generation.tools, generation.options)
             )
             state.begin()
+            in_flight.inc()
             try:
                 event = await self._first_event(stream, route, target, deadline)
                 if isinstance(event, BackendError):
@@ -139,16 +165,19 @@ class Dispatcher:
                     failures.append((target.backend, event))
                     continue
                 first_token = self._clock() - start
+                trace.time_to_first_token = first_token
                 state.record_success(first_token)
                 self._affinity.remember(route, generation.session_id, target)
                 yield self._started(generation, route.name, target, plan.attempt)
                 while not isinstance(event, Finish):
                     yield event
                     event = await self._next_after_output(stream, target, state)
+                trace.usage = event.usage
                 yield Completed(event.reason, event.usage, first_token, self._clock() - start)
                 return
             finally:
                 state.end()
+                in_flight.dec()
                 await stream.aclose()
         raise self._exhausted(route.name, failures)
 
@@ -185,6 +214,7 @@ class Dispatcher:
             raise DeadlineExceeded("the caller's deadline passed before the first token") from None
 
     def _record_failure(self, state: BackendState, error: BackendError) -> None:
+        self._metrics.upstream_errors.labels(state.name, error.kind).inc()
         counts = not isinstance(error, (BackendModelMissing, BackendRejected))
         if state.record_failure(self._clock(), counts, error.retry_after):
             log.warning(
@@ -201,12 +231,12 @@ class Dispatcher:
         try:
             return await anext(stream)
         except BackendError as exc:
-            state.record_failure(self._clock())
+            self._record_failure(state, exc)
             raise StreamInterrupted(
                 f"the stream from backend {target.backend!r} broke after output started: {exc.message}"
             ) from exc
         except StopAsyncIteration:
-            state.record_failure(self._clock())
+            self._record_failure(state, BackendProtocolError("stream ended without finishing"))
             raise StreamInterrupted(
                 f"the stream from backend {target.backend!r} ended without finishing"
             ) from None

@@ -12,9 +12,10 @@ from typing import AsyncIterator, Callable
 import grpc
 
 from gateway.config import LimitsConfig
-from gateway.dispatch import Completed, Dispatcher, GenerationEvent, Started
+from gateway.dispatch import Completed, Dispatcher, GenerationEvent, Started, Trace
 from gateway.domain import Delta, ToolCall
 from gateway.errors import TurnoutError
+from gateway.metrics import Metrics
 from gateway.services import convert
 from gateway.services.session import session_id
 from gateway.services.status import abort
@@ -29,30 +30,32 @@ class GenerateServicer(generate_pb2_grpc.GenerateServiceServicer):
         self,
         dispatcher: Dispatcher,
         conversations: Conversations,
+        metrics: Metrics,
         limits: LimitsConfig,
         new_request_id: Callable[[], str] = lambda: uuid.uuid4().hex,
     ) -> None:
         self._dispatcher = dispatcher
+        self._metrics = metrics
         self._conversations = conversations
         self._limits = limits
         self._new_request_id = new_request_id
 
     async def _events(
-        self, request: generate_pb2.GenerateRequest, request_id: str, context: grpc.aio.ServicerContext
+        self, request: generate_pb2.GenerateRequest, outcome: _Outcome
     ) -> AsyncIterator[GenerationEvent]:
-        generation = convert.to_generation(request, self._limits, request_id)
+        generation = convert.to_generation(request, self._limits, outcome.request_id)
         new = generation.messages
         if generation.session_id:
             session_id(generation.session_id)
             generation = dataclasses.replace(
                 generation, messages=await self._conversations.context(generation.session_id, new)
             )
-        remaining = context.time_remaining()
+        remaining = outcome.context.time_remaining()
         deadline = None if remaining is None else time.monotonic() + remaining
         started: Started | None = None
         content: list[str] = []
         calls: list[ToolCall] = []
-        async with contextlib.aclosing(self._dispatcher.run(generation, deadline)) as events:
+        async with contextlib.aclosing(self._dispatcher.run(generation, deadline, outcome.trace)) as events:
             async for event in events:
                 if isinstance(event, Started):
                     started = event
@@ -67,29 +70,27 @@ class GenerateServicer(generate_pb2_grpc.GenerateServiceServicer):
     async def Generate(
         self, request: generate_pb2.GenerateRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[generate_pb2.GenerateResponse]:
-        request_id = self._new_request_id()
-        outcome = _Outcome(request_id, request.model)
+        outcome = _Outcome(self._metrics, self._new_request_id(), context)
         try:
-            async with contextlib.aclosing(self._events(request, request_id, context)) as events:
+            async with contextlib.aclosing(self._events(request, outcome)) as events:
                 async for event in events:
                     outcome.see(event)
                     yield convert.response_pb(event)
         except Exception as exc:
             outcome.fail(exc)
-            await abort(context, exc, request_id)
+            await abort(context, exc, outcome.request_id)
         finally:
-            outcome.log()
+            outcome.finish()
 
     async def Complete(
         self, request: generate_pb2.CompleteRequest, context: grpc.aio.ServicerContext
     ) -> generate_pb2.CompleteResponse:
-        request_id = self._new_request_id()
-        outcome = _Outcome(request_id, request.request.model)
+        outcome = _Outcome(self._metrics, self._new_request_id(), context)
         response = generate_pb2.CompleteResponse()
         content: list[str] = []
         reasoning: list[str] = []
         try:
-            async with contextlib.aclosing(self._events(request.request, request_id, context)) as events:
+            async with contextlib.aclosing(self._events(request.request, outcome)) as events:
                 async for event in events:
                     outcome.see(event)
                     if isinstance(event, Started):
@@ -102,38 +103,50 @@ class GenerateServicer(generate_pb2_grpc.GenerateServiceServicer):
                         response.completed.CopyFrom(convert.completed_pb(event))
         except Exception as exc:
             outcome.fail(exc)
-            await abort(context, exc, request_id)
+            await abort(context, exc, outcome.request_id)
         finally:
-            outcome.log()
+            outcome.finish()
         response.content = "".join(content)
         response.reasoning = "".join(reasoning)
         return response
 
 
 class _Outcome:
-    """What one request did, logged as one line when it ends (never message text)."""
+    """What one request did: when it ends, exactly one log line (never message
+    text) and its request metrics, whatever the ending (OK, error, cancelled)."""
 
-    def __init__(self, request_id: str, model: str) -> None:
-        self.request_id, self.model = request_id, model
+    def __init__(self, metrics: Metrics, request_id: str, context: grpc.aio.ServicerContext) -> None:
+        self.metrics, self.request_id, self.context = metrics, request_id, context
         self.start = time.monotonic()
-        self.started: Started | None = None
-        self.completed: Completed | None = None
+        self.trace = Trace()
         self.code = "CANCELLED"
 
     def see(self, event: GenerationEvent) -> None:
-        if isinstance(event, Started):
-            self.started = event
-        elif isinstance(event, Completed):
-            self.completed = event
+        if isinstance(event, Completed):
             self.code = "OK"
 
     def fail(self, exc: BaseException) -> None:
         self.code = exc.status.name if isinstance(exc, TurnoutError) else "INTERNAL"
 
-    def log(self) -> None:
-        s = self.started
-        log.info(
-            "request_id=%s model=%s route=%s backend=%s attempt=%s code=%s duration_ms=%.1f",
-            self.request_id, self.model or "-", s.route if s else "-", s.backend if s else "-",
-            s.attempt if s else 0, self.code, (time.monotonic() - self.start) * 1000,
-        )
+    def finish(self) -> None:
+        if self.code == "CANCELLED" and self.context.time_remaining() == 0:
+            self.code = "DEADLINE_EXCEEDED"
+        t, duration = self.trace, time.monotonic() - self.start
+        m = self.metrics
+        m.requests.labels(t.route, t.backend, t.model, self.code).inc()
+        if t.attempts:
+            m.request_duration.labels(t.route, t.backend, t.model).observe(duration)
+        if t.time_to_first_token is not None:
+            m.time_to_first_token.labels(t.route, t.backend, t.model).observe(t.time_to_first_token)
+        usage = t.usage
+        if usage is not None:
+            for kind, count in (("prompt", usage.prompt_tokens), ("completion", usage.completion_tokens)):
+                if count:
+                    m.tokens.labels(t.backend, t.model, kind).inc(count)
+        log.info("request", extra={"fields": {
+            "request_id": self.request_id, "route": t.route, "backend": t.backend, "model": t.model,
+            "attempts": t.attempts, "code": self.code, "duration_ms": round(duration * 1000, 1),
+            "ttft_ms": None if t.time_to_first_token is None else round(t.time_to_first_token * 1000, 1),
+            "prompt_tokens": usage.prompt_tokens if usage else None,
+            "completion_tokens": usage.completion_tokens if usage else None,
+        }})

@@ -9,6 +9,7 @@ import json
 import random
 
 import httpx
+from prometheus_client import CollectorRegistry
 from hypothesis import given, settings, strategies as st
 
 from adapters.http import HttpSettings, build_client
@@ -18,6 +19,7 @@ from gateway.config import BackendConfig, RetryConfig, RouteConfig, TargetConfig
 from gateway.dispatch import Dispatcher, Generation
 from gateway.domain import BackendKind, Delta, Message, Role
 from gateway.errors import TurnoutError
+from gateway.metrics import Metrics
 from gateway.routing.router import Router
 from gateway.routing.state import BackendState, OutlierPolicy
 from gateway.routing.strategies import LeastUsed
@@ -61,7 +63,10 @@ async def _run(outcomes: list[str], plans: list[tuple[bool, int]]) -> None:
                           retry=RetryConfig(attempts=k, backoff=0.0, max_backoff=0.0)) for k in (1, 2, 3)]
     router = Router(routes, [], "", backends, Catalog({n: () for n in names}),
                     lambda name: LeastUsed(lambda t: states[t.backend].in_flight))
-    dispatcher = Dispatcher(router, states, adapters, rng=random.Random(0))
+    registry = CollectorRegistry()
+    metrics = Metrics(registry, "test")
+    metrics.declare_backends(list(names))
+    dispatcher = Dispatcher(router, states, adapters, metrics, rng=random.Random(0))
     for stop_early, attempts in plans:
         generation = Generation("id", f"r{attempts}", (Message(Role.USER, "hi"),))
         with contextlib.suppress(TurnoutError):
@@ -70,6 +75,7 @@ async def _run(outcomes: list[str], plans: list[tuple[bool, int]]) -> None:
                     if stop_early and isinstance(event, Delta):
                         break
     assert {n: s.in_flight for n, s in states.items()} == {"a": 0, "b": 0}
+    assert [registry.get_sample_value("turnout_in_flight_requests", {"backend": n}) for n in names] == [0, 0]
     assert sum(s.requests_total for s in states.values()) == sent
 
 

@@ -1,0 +1,80 @@
+"""Every metric turnout exports, declared in one place (SPEC §6).
+
+| name                                   | type      | labels                      | counted                      |
+|----------------------------------------|-----------|-----------------------------|------------------------------|
+| turnout_requests_total                 | counter   | route, backend, model, code | once per Generate/Complete   |
+| turnout_request_duration_seconds       | histogram | route, backend, model       | once per request that reached a backend |
+| turnout_time_to_first_token_seconds    | histogram | route, backend, model       | once per request with a first token |
+| turnout_upstream_errors_total          | counter   | backend, kind               | once per failed attempt      |
+| turnout_retries_total                  | counter   | route, reason               | once per attempt after the first |
+| turnout_in_flight_requests             | gauge     | backend                     | attempts running now         |
+| turnout_backend_up                     | gauge     | backend                     | 1/0 from the last health probe |
+| turnout_tokens_total                   | counter   | backend, model, kind        | tokens the backend reported (prompt, completion) |
+| turnout_build_info                     | gauge     | version                     | always 1                     |
+
+Label values are bounded: routes and backends come from config, models from
+config or discovery, codes and kinds from fixed enums; a request that never
+resolved a route is labelled "none". No session ids, request ids or user text.
+
+Metrics take a CollectorRegistry, so each test gets a fresh one. With several
+worker processes, prometheus-client's multiprocess mode aggregates them; the
+gauges declare how (in-flight is summed over live workers, backend_up is the
+most recent probe).
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+NONE = "none"
+# LLM latencies: tens of milliseconds (a cached short answer) to minutes (a long generation).
+DURATION_BUCKETS = (0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 40, 60, 120, 300, 600)
+FIRST_TOKEN_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60)
+
+
+class Metrics:
+    def __init__(self, registry: CollectorRegistry, version: str) -> None:
+        by_target = ["route", "backend", "model"]
+        self.requests = Counter(
+            "turnout_requests", "Generate and Complete calls, by gRPC status code",
+            [*by_target, "code"], registry=registry,
+        )
+        self.request_duration = Histogram(
+            "turnout_request_duration_seconds", "Time from receiving a request to its last byte",
+            by_target, buckets=DURATION_BUCKETS, registry=registry,
+        )
+        self.time_to_first_token = Histogram(
+            "turnout_time_to_first_token_seconds", "Time from receiving a request to its first token",
+            by_target, buckets=FIRST_TOKEN_BUCKETS, registry=registry,
+        )
+        self.upstream_errors = Counter(
+            "turnout_upstream_errors", "Failed attempts against a backend, by kind of failure",
+            ["backend", "kind"], registry=registry,
+        )
+        self.retries = Counter(
+            "turnout_retries", "Attempts after the first, by the failure that caused them",
+            ["route", "reason"], registry=registry,
+        )
+        self.in_flight = Gauge(
+            "turnout_in_flight_requests", "Attempts in flight to a backend",
+            ["backend"], registry=registry, multiprocess_mode="livesum",
+        )
+        self.backend_up = Gauge(
+            "turnout_backend_up", "1 when the backend's last health probe succeeded, else 0",
+            ["backend"], registry=registry, multiprocess_mode="livemostrecent",
+        )
+        self.tokens = Counter(
+            "turnout_tokens", "Tokens as backends reported them",
+            ["backend", "model", "kind"], registry=registry,
+        )
+        self.build_info = Gauge(
+            "turnout_build_info", "Always 1; the version label says which build runs",
+            ["version"], registry=registry, multiprocess_mode="livemax",
+        )
+        self.build_info.labels(version).set(1)
+
+    def declare_backends(self, backends: list[str]) -> None:
+        """Creates the per-backend series at zero, so dashboards show every
+        backend before its first request."""
+        for backend in backends:
+            self.in_flight.labels(backend)
