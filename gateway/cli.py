@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import logging
+import dataclasses
 import os
 import sys
 
 import grpc
 
-from gateway import __version__, config as config_module
+from gateway import __version__, config as config_module, logs
 from turnout.v1 import common_pb2, generate_pb2, generate_pb2_grpc, model_pb2, model_pb2_grpc
 
 DEFAULT_GATEWAY = "127.0.0.1:50051"
@@ -26,16 +26,11 @@ def _load_config(path: str | None) -> config_module.Config:
 def cmd_serve(args: argparse.Namespace) -> int:
     from gateway.server import serve
 
-    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    logging.getLogger("httpx").setLevel(logging.WARNING)
     config = _load_config(args.config)
-    if args.listen:
-        config = config_module.Config(**{**_fields(config), "listen": args.listen})
-    return asyncio.run(serve(config))
-
-
-def _fields(config: config_module.Config) -> dict[str, object]:
-    return {name: getattr(config, name) for name in config.__dataclass_fields__}
+    overrides = {"listen": args.listen, "metrics_listen": args.metrics_listen, "workers": args.workers}
+    config = dataclasses.replace(config, **{k: v for k, v in overrides.items() if v is not None})
+    logs.configure(args.log_level or config.logging.level, config.logging.format)
+    return serve(config)
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:
@@ -114,7 +109,9 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("serve", help="run the gateway")
     p.add_argument("--config", "-c", help="YAML config file (default: $TURNOUT_CONFIG, else the embedded default)")
     p.add_argument("--listen", help="override `listen` (host:port)")
-    p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    p.add_argument("--metrics-listen", help="override `metrics_listen` (host:port)")
+    p.add_argument("--workers", type=int, help="override `workers` (processes sharing the port)")
+    p.add_argument("--log-level", choices=logs.LEVELS, help="override `logging.level`")
     p.set_defaults(run=cmd_serve)
 
     p = sub.add_parser("check-config", help="validate a config file")

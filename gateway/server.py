@@ -13,7 +13,9 @@ import grpc
 import httpx
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
+from prometheus_client import CollectorRegistry, start_http_server
 
+from gateway import __version__
 from adapters.base import Adapter
 from adapters.http import build_client
 from adapters.ollama import OllamaAdapter
@@ -23,6 +25,8 @@ from gateway.config import BackendConfig, Config, SessionsConfig
 from gateway.dispatch import Dispatcher
 from gateway.domain import BackendKind
 from gateway.errors import BackendError
+from gateway.metrics import Metrics
+from gateway.workers import serve_workers
 from gateway.routing.router import Router
 from gateway.routing.state import BackendState
 from gateway.routing.strategies import LeastUsed, PriorityOrder, SmoothWeightedRoundRobin, Strategy
@@ -67,22 +71,23 @@ async def open_store(config: SessionsConfig) -> SessionStore:
 class Gateway:
     """One gateway process: `await start()`, then `await stop()`."""
 
-    def __init__(self, config: Config, transport_for: TransportFactory = lambda backend: None) -> None:
+    def __init__(
+        self,
+        config: Config,
+        registry: CollectorRegistry | None = None,
+        transport_for: TransportFactory = lambda backend: None,
+    ) -> None:
         self.config = config
+        self.registry = registry or CollectorRegistry()
+        self.metrics = Metrics(self.registry, __version__)
+        self.metrics.declare_backends([b.name for b in config.backends])
         self.states = {b.name: BackendState(b.name, config.outlier_detection) for b in config.backends}
         self.adapters = {b.name: build_adapter(b, transport_for(b)) for b in config.backends}
         self.catalog = Catalog({b.name: b.models for b in config.backends})
         router = Router(
             config.routes, config.rules, config.default_route, config.backends, self.catalog, self._strategy
         )
-        self.dispatcher = Dispatcher(router, self.states, self.adapters)
-        self.health = health.aio.HealthServicer()
-        self.server = grpc.aio.server(
-            options=[
-                ("grpc.max_receive_message_length", config.limits.max_request_bytes),
-                ("grpc.so_reuseport", 0),
-            ]
-        )
+        self.dispatcher = Dispatcher(router, self.states, self.adapters, self.metrics)
         self.port = 0
         self.store: SessionStore | None = None
         self._health_checks: asyncio.Task[None] | None = None
@@ -95,10 +100,19 @@ class Gateway:
         return PriorityOrder()
 
     async def start(self) -> int:
+        """Builds the grpc.aio server (in the running loop, which it binds to)
+        and starts serving."""
+        self.health = health.aio.HealthServicer()
+        self.server = grpc.aio.server(
+            options=[
+                ("grpc.max_receive_message_length", self.config.limits.max_request_bytes),
+                ("grpc.so_reuseport", 1 if self.config.workers > 1 else 0),
+            ]
+        )
         self.store = await open_store(self.config.sessions)
         conversations = Conversations(self.store, self.config.sessions)
         generate_pb2_grpc.add_GenerateServiceServicer_to_server(
-            GenerateServicer(self.dispatcher, conversations, self.config.limits), self.server
+            GenerateServicer(self.dispatcher, conversations, self.metrics, self.config.limits), self.server
         )
         session_pb2_grpc.add_SessionServiceServicer_to_server(
             SessionServicer(self.store, self.config.sessions, self.config.limits), self.server
@@ -130,10 +144,12 @@ class Gateway:
             if state.probed_up is not False:
                 log.warning("backend %s is down: %s", backend, getattr(exc, "message", "probe timed out"))
             state.record_probe(up=False)
+            self.metrics.backend_up.labels(backend).set(0)
             return
         if state.probed_up is False:
             log.info("backend %s is up again", backend)
         state.record_probe(up=True)
+        self.metrics.backend_up.labels(backend).set(1)
         self.catalog.update(backend, models)
 
     async def _check_forever(self) -> None:
@@ -153,10 +169,15 @@ class Gateway:
             await self.store.close()
 
 
-async def serve(config: Config) -> int:
-    """Runs until SIGTERM or SIGINT, then drains and returns 0."""
-    gateway = Gateway(config)
+def split_address(address: str) -> tuple[str, int]:
+    host, _, port = address.rpartition(":")
+    return host.strip("[]") or "0.0.0.0", int(port)
+
+
+async def run_until_signalled(gateway: Gateway) -> None:
+    """Starts the gateway, waits for SIGTERM or SIGINT, then drains it."""
     port = await gateway.start()
+    config = gateway.config
     host = config.listen.rsplit(":", 1)[0]
     log.info("turnout listening on %s:%d with backends %s", host, port, ", ".join(gateway.adapters) or "none")
     stopping = asyncio.Event()
@@ -167,4 +188,16 @@ async def serve(config: Config) -> int:
     log.info("draining: refusing new calls, %.0fs grace for in-flight streams", config.shutdown_grace)
     await gateway.stop()
     log.info("stopped")
+
+
+def serve(config: Config) -> int:
+    """`turnout serve`: one process, or `workers` processes sharing the port."""
+    if config.workers > 1:
+        return serve_workers(config)
+    gateway = Gateway(config)
+    metrics_server, _ = start_http_server(*reversed(split_address(config.metrics_listen)), registry=gateway.registry)
+    try:
+        asyncio.run(run_until_signalled(gateway))
+    finally:
+        metrics_server.shutdown()
     return 0

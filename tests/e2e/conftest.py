@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,9 +40,7 @@ async def serve(yaml_text: str, env: dict[str, str] | None = None) -> AsyncItera
     if "sessions:" not in yaml_text:
         yaml_text += "sessions: {store: memory}\n"
     config = config_module.parse(yaml_text, {"CLOUD_KEY": SECRET, **(env or {})})
-    config = config_module.Config(**{**{f: getattr(config, f) for f in config.__dataclass_fields__},
-                                     "listen": "127.0.0.1:0"})
-    gateway = Gateway(config)
+    gateway = Gateway(dataclasses.replace(config, listen="127.0.0.1:0"))
     port = await gateway.start()
     try:
         async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
@@ -78,21 +77,28 @@ async def openai() -> AsyncIterator[FakeOpenAI]:
         yield fake
 
 
+@dataclass
+class Spawned:
+    process: asyncio.subprocess.Process
+    address: str
+    metrics_address: str
+
+
 @contextlib.asynccontextmanager
-async def spawn(config_text: str, directory: Path, name: str = "turnout") -> AsyncIterator[tuple[asyncio.subprocess.Process, str]]:
-    """`turnout serve` in a child process on a free port, with `config_text`
-    (which must not set `listen`); yields the process and its address once it
-    listens, and kills it at the end if it is still running."""
-    port = unused_port()
+async def spawn(config_text: str, directory: Path, name: str = "turnout") -> AsyncIterator[Spawned]:
+    """`turnout serve` in a child process on free ports, with `config_text`
+    (which must not set `listen` or `metrics_listen`); yields once it listens,
+    and kills it at the end if it is still running."""
+    address, metrics_address = f"127.0.0.1:{unused_port()}", f"127.0.0.1:{unused_port()}"
     config = directory / f"{name}.yaml"
-    config.write_text(f"listen: 127.0.0.1:{port}\n{config_text}")
+    config.write_text(f"listen: {address}\nmetrics_listen: {metrics_address}\n{config_text}")
     process = await asyncio.create_subprocess_exec(
         *TURNOUT, "serve", "--config", str(config), stderr=asyncio.subprocess.PIPE
     )
     try:
         while b"listening on" not in (line := await asyncio.wait_for(process.stderr.readline(), 30)):
             assert line, f"{name} exited before listening"
-        yield process, f"127.0.0.1:{port}"
+        yield Spawned(process, address, metrics_address)
     finally:
         if process.returncode is None:
             process.kill()

@@ -30,7 +30,7 @@ async def served(ollama, tmp_path):
         "routes:\n  - {name: chat, targets: [{backend: local, model: llama3.2:1b}]}\ndefault_route: chat\n"
     )
     async with spawn(config, tmp_path) as served:
-        yield served
+        yield served.process, served.address
 
 
 async def test_chat_prints_the_streamed_answer(served, ollama):

@@ -13,8 +13,8 @@ from turnout.v1 import generate_pb2_grpc, session_pb2, session_pb2_grpc
 async def test_a_turn_through_one_replica_is_visible_and_watchable_through_the_other(ollama, redis_url, tmp_path):
     config = (f"sessions: {{store: redis, redis_url: '{redis_url}'}}\n"
               f"backends:\n  - {{name: local, kind: ollama, url: '{ollama.url}'}}\n")
-    async with spawn(config, tmp_path, "a") as (_, address_a), spawn(config, tmp_path, "b") as (_, address_b):
-        async with grpc.aio.insecure_channel(address_a) as a, grpc.aio.insecure_channel(address_b) as b:
+    async with spawn(config, tmp_path, "a") as first, spawn(config, tmp_path, "b") as second:
+        async with grpc.aio.insecure_channel(first.address) as a, grpc.aio.insecure_channel(second.address) as b:
             await session_pb2_grpc.SessionServiceStub(a).CreateSession(
                 session_pb2.CreateSessionRequest(session_id="shared", system_prompt="Be brief."))
             watch = session_pb2_grpc.SessionServiceStub(b).WatchSession(

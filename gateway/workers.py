@@ -1,0 +1,75 @@
+"""Several worker processes on one port, one metrics view.
+
+The parent process spawns `workers` processes that each run a whole gateway
+bound to the same address with SO_REUSEPORT, so the kernel spreads
+connections over both cores. Metrics use prometheus-client's multiprocess
+mode: every worker writes its samples to files in a directory the parent
+made, and the parent alone serves the metrics port, aggregating them
+(counters and histograms summed; gauges as each declares). On SIGTERM or
+SIGINT the parent forwards the signal, each worker drains with its grace
+period, and the parent exits 0 once all have exited 0.
+
+Each worker keeps its own routing state (ejections, in-flight, affinity),
+as Envoy's worker threads do.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import multiprocessing
+import os
+import signal
+import tempfile
+import threading
+
+from gateway import logs
+from gateway.config import Config
+
+log = logging.getLogger("turnout")
+
+
+def _worker(config: Config) -> None:
+    from gateway.server import Gateway, run_until_signalled
+
+    logs.configure(config.logging.level, config.logging.format)
+    asyncio.run(run_until_signalled(Gateway(config)))
+
+
+def serve_workers(config: Config) -> int:
+    from prometheus_client import CollectorRegistry, multiprocess, start_http_server
+
+    from gateway.server import split_address
+
+    if split_address(config.listen)[1] == 0:
+        raise ValueError("workers > 1 needs a fixed listen port, not 0")
+    with tempfile.TemporaryDirectory(prefix="turnout-metrics-") as directory:
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = directory
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry, path=directory)
+        metrics_server, _ = start_http_server(*reversed(split_address(config.metrics_listen)), registry=registry)
+        context = multiprocessing.get_context("spawn")
+        processes = [context.Process(target=_worker, args=(config,), name=f"turnout-worker-{i}")
+                     for i in range(config.workers)]
+        stop = threading.Event()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, lambda *_: stop.set())
+        for process in processes:
+            process.start()
+        log.info("turnout started %d workers on %s; metrics on %s", config.workers, config.listen,
+                 config.metrics_listen)
+        while not stop.is_set() and all(p.is_alive() for p in processes):
+            stop.wait(0.5)
+        for process in processes:
+            if process.is_alive():
+                os.kill(process.pid, signal.SIGTERM)
+        codes = []
+        for process in processes:
+            process.join()
+            multiprocess.mark_process_dead(process.pid, directory)
+            codes.append(process.exitcode)
+        metrics_server.shutdown()
+    failed = [code for code in codes if code != 0]
+    if failed:
+        log.error("worker exit codes: %s", codes)
+    return 1 if failed else 0
