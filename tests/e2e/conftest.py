@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -85,7 +86,9 @@ class Spawned:
 
 
 @contextlib.asynccontextmanager
-async def spawn(config_text: str, directory: Path, name: str = "turnout") -> AsyncIterator[Spawned]:
+async def spawn(
+    config_text: str, directory: Path, name: str = "turnout", env: dict[str, str] | None = None
+) -> AsyncIterator[Spawned]:
     """`turnout serve` in a child process on free ports, with `config_text`
     (which must not set `listen` or `metrics_listen`); yields once it listens,
     and kills it at the end if it is still running."""
@@ -93,7 +96,7 @@ async def spawn(config_text: str, directory: Path, name: str = "turnout") -> Asy
     config = directory / f"{name}.yaml"
     config.write_text(f"listen: {address}\nmetrics_listen: {metrics_address}\n{config_text}")
     process = await asyncio.create_subprocess_exec(
-        *TURNOUT, "serve", "--config", str(config), stderr=asyncio.subprocess.PIPE
+        *TURNOUT, "serve", "--config", str(config), stderr=asyncio.subprocess.PIPE, env={**os.environ, **(env or {})}
     )
     try:
         while b"listening on" not in (line := await asyncio.wait_for(process.stderr.readline(), 30)):
