@@ -14,9 +14,9 @@ from typing import AsyncIterator
 
 import httpx
 
-from adapters.http import get_json, raise_for_status, translate_transport_errors
+from adapters.http import drain, get_json, raise_for_status, translate_transport_errors
 from adapters.payload import function_tools, present
-from adapters.streams import NDJSONDecoder, StreamDecodeError, decode_errors, json_object, new_tool_call_id
+from adapters.streams import NDJSONDecoder, StreamDecodeError, coalesce, decode_errors, json_object, new_tool_call_id
 from gateway.domain import (
     BackendKind,
     ChatRequest,
@@ -162,12 +162,16 @@ class OllamaAdapter:
         self._client = client
 
     async def stream_chat(self, request: ChatRequest) -> AsyncIterator[StreamEvent]:
-        chat = OllamaChatDecoder(self.name)
-        lines = self._stream_lines("/api/chat", build_chat_payload(request))
-        with decode_errors(self.name):
-            async with contextlib.aclosing(lines):
-                async for obj in lines:
-                    for event in chat.feed(obj):
+        lines, chat = NDJSONDecoder(), OllamaChatDecoder(self.name)
+        with translate_transport_errors(self.name), decode_errors(self.name):
+            async with self._client.stream("POST", "/api/chat", json=build_chat_payload(request)) as response:
+                await raise_for_status(self.name, response)
+                chunks = response.aiter_bytes()
+                async for data in chunks:
+                    events = coalesce([event for obj in lines.feed(data) for event in chat.feed(json_object(obj))])
+                    if chat.finished:
+                        await drain(chunks)
+                    for event in events:
                         yield event
                     if chat.finished:
                         return

@@ -15,9 +15,9 @@ from typing import AsyncIterator
 
 import httpx
 
-from adapters.http import error_message, get_json, raise_for_status, translate_transport_errors
+from adapters.http import drain, error_message, get_json, raise_for_status, translate_transport_errors
 from adapters.payload import function_tools, present
-from adapters.streams import SSEDecoder, StreamDecodeError, decode_errors, json_object, new_tool_call_id
+from adapters.streams import SSEDecoder, StreamDecodeError, coalesce, decode_errors, json_object, new_tool_call_id
 from gateway.domain import (
     BackendKind,
     ChatRequest,
@@ -212,12 +212,15 @@ class OpenAIAdapter:
         with translate_transport_errors(self.name), decode_errors(self.name):
             async with self._client.stream("POST", "chat/completions", json=payload) as response:
                 await raise_for_status(self.name, response)
-                async for data in response.aiter_bytes():
-                    for event in events.feed(data):
-                        for item in chat.feed(event.data):
-                            yield item
-                        if chat.finished:
-                            return
+                chunks = response.aiter_bytes()
+                async for data in chunks:
+                    items = coalesce([item for event in events.feed(data) for item in chat.feed(event.data)])
+                    if chat.finished:
+                        await drain(chunks)
+                    for item in items:
+                        yield item
+                    if chat.finished:
+                        return
         raise BackendProtocolError(f"backend {self.name!r} ended the stream before [DONE]")
 
     async def list_models(self) -> list[ModelInfo]:

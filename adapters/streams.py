@@ -16,6 +16,8 @@ import string
 from dataclasses import dataclass
 from typing import Iterator
 
+from gateway.domain import Delta, StreamEvent
+
 from gateway.errors import BackendProtocolError
 
 _SNIPPET = 80
@@ -160,3 +162,21 @@ def json_object(value: object) -> dict:
     if not isinstance(value, dict):
         raise StreamDecodeError("expected a JSON object")
     return value
+
+
+def coalesce(events: list[StreamEvent]) -> list[StreamEvent]:
+    """Merges consecutive Deltas decoded from one network read into one, so a
+    burst of upstream chunks costs one gRPC message. Nothing waits for this:
+    the events arrived together."""
+    out: list[StreamEvent] = []
+    for event in events:
+        last = out[-1] if out else None
+        if isinstance(event, Delta) and isinstance(last, Delta):
+            out[-1] = Delta(
+                content=last.content + event.content,
+                reasoning=last.reasoning + event.reasoning,
+                tool_calls=last.tool_calls + event.tool_calls,
+            )
+        else:
+            out.append(event)
+    return out

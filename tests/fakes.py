@@ -90,17 +90,20 @@ class HttpError:
 class MidStreamError:
     pieces: tuple[str, ...]
     message: str
+    hold: bool
 
-    def __init__(self, *pieces: str, message: str = "an error was encountered while running the model"):
-        _fill(self, pieces=pieces, message=message)
+    def __init__(self, *pieces: str, message: str = "an error was encountered while running the model",
+                 hold: bool = False):
+        _fill(self, pieces=pieces, message=message, hold=hold)
 
 
 @dataclass(frozen=True, init=False)
 class _Pieces:
     pieces: tuple[str, ...]
+    hold: bool
 
-    def __init__(self, *pieces: str):
-        _fill(self, pieces=pieces)
+    def __init__(self, *pieces: str, hold: bool = False):
+        _fill(self, pieces=pieces, hold=hold)
 
 
 class Truncate(_Pieces):
@@ -296,9 +299,9 @@ class _Fake:
         if isinstance(behaviour, HttpError):
             return await self._error(conn, behaviour.status, behaviour.message, behaviour.headers)
         await conn.stream(stream.ctype, stream.opening(behaviour), end=False)
-        if isinstance(behaviour, (Hang, Gate)):
+        if isinstance(behaviour, (Hang, Gate)) or getattr(behaviour, "hold", False):
             self.hung.set()
-            if not await conn.until(self.release if isinstance(behaviour, Gate) else None):
+            if not await conn.until(None if isinstance(behaviour, Hang) else self.release):
                 return
         match behaviour:
             case Reply():

@@ -17,11 +17,13 @@ def one_attempt(backend: str, model: str) -> str:
     return f"routes:\n  - {{name: r, retry: {{attempts: 1}}, targets: [{{backend: {backend}, model: {model}}}]}}\n"
 
 
-async def _received(call):
-    """Reads a failing stream, returning (events before the error, the error)."""
-    seen = []
+async def _failure_after_output(call, fake):
+    """Reads `started` and the first delta, lets the fake fail the stream,
+    and returns (the events seen, the error)."""
+    seen = [(await call.read()).WhichOneof("event"), (await call.read()).WhichOneof("event")]
+    fake.release.set()
     try:
-        async for response in call:
+        while (response := await call.read()) is not grpc.aio.EOF:
             seen.append(response.WhichOneof("event"))
     except grpc.aio.AioRpcError as exc:
         return seen, exc
@@ -71,24 +73,24 @@ async def test_model_missing_on_the_backend_is_unavailable_naming_it(ollama):
     assert "not found, try pulling it first" in error.details()
 
 
-@pytest.mark.parametrize("behaviour", [MidStreamError("Hel", message="CUDA error"), Truncate("Hel"), Garbage("Hel")],
-                         ids=["error-line", "no-done", "garbage"])
+@pytest.mark.parametrize("behaviour", [MidStreamError("Hel", message="CUDA error", hold=True), Truncate("Hel", hold=True),
+                                       Garbage("Hel", hold=True)], ids=["error-line", "no-done", "garbage"])
 async def test_ollama_failure_after_output_ends_unavailable_without_retry(ollama, behaviour):
     ollama.script(behaviour)
     async with serve(backends_yaml(ollama)) as c:
-        seen, error = await _received(c.generate.Generate(ask(model="llama3.2:1b")))
+        seen, error = await _failure_after_output(c.generate.Generate(ask(model="llama3.2:1b")), ollama)
     assert seen == ["started", "delta"]
     assert error.code() == grpc.StatusCode.UNAVAILABLE
     assert "after output started" in error.details()
     assert len([r for r in ollama.requests if r.path == "/api/chat"]) == 1
 
 
-@pytest.mark.parametrize("behaviour", [MidStreamError("Hel", message="overloaded"), Truncate("Hel"), Garbage("Hel")],
-                         ids=["error-event", "no-done", "garbage"])
+@pytest.mark.parametrize("behaviour", [MidStreamError("Hel", message="overloaded", hold=True), Truncate("Hel", hold=True),
+                                       Garbage("Hel", hold=True)], ids=["error-event", "no-done", "garbage"])
 async def test_openai_failure_after_output_ends_unavailable(openai, behaviour):
     openai.script(behaviour)
     async with serve(backends_yaml(openai=openai)) as c:
-        seen, error = await _received(c.generate.Generate(ask(model="gpt-4o-mini")))
+        seen, error = await _failure_after_output(c.generate.Generate(ask(model="gpt-4o-mini")), openai)
     assert seen == ["started", "delta"]
     assert error.code() == grpc.StatusCode.UNAVAILABLE
 

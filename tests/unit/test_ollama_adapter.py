@@ -11,6 +11,7 @@ import httpx
 import pytest
 
 from adapters.http import HttpSettings, build_client
+from tests.unit.reads import in_reads
 from adapters.ollama import OllamaAdapter, OllamaChatDecoder, build_chat_payload
 from gateway.domain import (
     BackendKind,
@@ -162,7 +163,7 @@ async def test_stream_chat_text_then_finish_and_posts_payload() -> None:
 
     def handler(request: httpx.Request) -> httpx.Response:
         seen.append(request)
-        return httpx.Response(200, content=content_line("Hel") + content_line("lo") + FINAL_LINE)
+        return in_reads(content_line("Hel"), content_line("lo"), FINAL_LINE)(request)
 
     events = await collect(adapter(handler).stream_chat(REQUEST))
     assert events == [Delta("Hel"), Delta("lo"), Finish(FinishReason.STOP, Usage(169, 15))]
@@ -176,8 +177,13 @@ async def test_stream_chat_tool_calls() -> None:
     assert events[0].tool_calls[0].name == "get_weather"
 
 
+async def test_stream_chat_lines_of_one_read_are_coalesced_into_one_delta() -> None:
+    events = await collect(adapter(ndjson(content_line("Hel"), content_line("lo"), FINAL_LINE)).stream_chat(REQUEST))
+    assert events == [Delta("Hello"), Finish(FinishReason.STOP, Usage(169, 15))]
+
+
 async def test_stream_chat_reasoning() -> None:
-    handler = ndjson(content_line("plan", "thinking"), content_line("answer"), FINAL_LINE)
+    handler = in_reads(content_line("plan", "thinking"), content_line("answer"), FINAL_LINE)
     events = await collect(adapter(handler).stream_chat(REQUEST))
     assert events[:2] == [Delta(reasoning="plan"), Delta(content="answer")]
 
@@ -206,9 +212,15 @@ async def test_stream_chat_429_carries_retry_after() -> None:
 
 
 async def test_stream_chat_mid_stream_error_line() -> None:
-    handler = ndjson(content_line("par"), b'{"error":"runner crashed"}\n')
+    handler = in_reads(content_line("par"), b'{"error":"runner crashed"}\n')
     stream = adapter(handler).stream_chat(REQUEST)
     assert await anext(stream) == Delta("par")
+    with pytest.raises(BackendServerError, match="runner crashed"):
+        await anext(stream)
+
+
+async def test_stream_chat_error_in_the_same_read_fails_before_any_output() -> None:
+    stream = adapter(ndjson(content_line("par"), b'{"error":"runner crashed"}\n')).stream_chat(REQUEST)
     with pytest.raises(BackendServerError, match="runner crashed"):
         await anext(stream)
 

@@ -11,6 +11,7 @@ import httpx
 import pytest
 
 from adapters.http import HttpSettings, build_client
+from tests.unit.reads import in_reads
 from adapters.openai import OpenAIAdapter, OpenAIChatDecoder, build_chat_payload, image_mime
 from adapters.streams import StreamDecodeError
 from gateway.domain import (
@@ -219,8 +220,7 @@ async def test_stream_chat_text_posts_to_v1_chat_completions() -> None:
 
     def handler(request: httpx.Request) -> httpx.Response:
         seen.append(request)
-        body = chunk({"content": "Hel"}) + chunk({"content": "lo"}, "stop") + b"data: [DONE]\n\n"
-        return httpx.Response(200, content=body)
+        return in_reads(chunk({"content": "Hel"}), chunk({"content": "lo"}, "stop"), b"data: [DONE]\n\n")(request)
 
     events = await collect(adapter(handler).stream_chat(REQUEST))
     assert events == [Delta("Hel"), Delta("lo"), Finish(FinishReason.STOP)]
@@ -232,8 +232,13 @@ async def test_stream_chat_tool_calls_from_minimal_stream() -> None:
     assert await collect(adapter(sse(MINIMAL_STREAM)).stream_chat(REQUEST)) == MINIMAL_EVENTS
 
 
+async def test_stream_chat_events_of_one_read_are_coalesced_into_one_delta() -> None:
+    handler = sse(chunk({"content": "Hel"}), chunk({"content": "lo"}, "stop"), b"data: [DONE]\n\n")
+    assert await collect(adapter(handler).stream_chat(REQUEST)) == [Delta("Hello"), Finish(FinishReason.STOP)]
+
+
 async def test_stream_chat_reasoning() -> None:
-    handler = sse(chunk({"reasoning": "think"}), chunk({"content": "ok"}, "stop"), b"data: [DONE]\n\n")
+    handler = in_reads(chunk({"reasoning": "think"}), chunk({"content": "ok"}, "stop"), b"data: [DONE]\n\n")
     events = await collect(adapter(handler).stream_chat(REQUEST))
     assert events[:2] == [Delta(reasoning="think"), Delta(content="ok")]
 

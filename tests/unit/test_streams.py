@@ -6,7 +6,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from adapters.streams import NDJSONDecoder, SSEDecoder, SSEEvent, StreamDecodeError, new_tool_call_id
+from adapters.streams import NDJSONDecoder, SSEDecoder, SSEEvent, StreamDecodeError, coalesce, new_tool_call_id
+from gateway.domain import Delta, Finish, FinishReason, ToolCall
 
 NDJSON = (
     '{"message":{"content":"héllo 東京 🌸"},"done":false}\n'
@@ -151,3 +152,13 @@ def test_new_tool_call_id_has_ollamas_shape() -> None:
     value = new_tool_call_id()
     assert value.startswith("call_") and len(value) == 13
     assert all(c.isdigit() or "a" <= c <= "z" for c in value[5:])
+
+
+def test_coalesce_merges_consecutive_deltas_and_keeps_the_finish_apart():
+    call = ToolCall("call_1", "f", "{}")
+    events = [Delta("a", "r1"), Delta("b", tool_calls=(call,)), Finish(FinishReason.STOP)]
+    assert coalesce(events) == [Delta("ab", "r1", (call,)), Finish(FinishReason.STOP)]
+
+
+def test_coalesce_of_nothing_or_one_event_is_unchanged():
+    assert coalesce([]) == [] and coalesce([Delta("x")]) == [Delta("x")]
