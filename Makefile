@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 BUF    := .tools/node_modules/.bin/buf
 CONFIG ?=
 
-.PHONY: setup run test soak proto proto-check lint clean
+.PHONY: setup run test soak bench proto lint clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -25,6 +25,11 @@ test: setup
 
 soak: setup
 	$(PY) -m pytest -q -m soak
+
+# Needs Debian's nginx (apt-get install nginx-light); installs LiteLLM into .bench/ on first run.
+bench: setup
+	@command -v nginx >/dev/null || { apt-get update -qq && apt-get install -y -qq --no-install-recommends nginx-light; }
+	$(PY) -m bench.run
 
 # The one place stubs are generated; tests/test_proto_stubs.py fails when they are stale.
 proto: setup
