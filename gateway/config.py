@@ -20,6 +20,7 @@ from typing import Any, Callable, Mapping, TypeVar
 import yaml
 
 from adapters.http import HttpSettings
+from gateway.auth import ApiKey, digest
 from gateway.domain import BackendKind
 from gateway.logs import FORMATS, LEVELS
 from gateway.routing.state import OutlierPolicy
@@ -113,6 +114,22 @@ class LimitsConfig:
     max_message_bytes: int = 1 << 20
     max_request_bytes: int = 16 << 20
     max_tools: int = 128
+    max_metadata_entries: int = 64
+    max_metadata_bytes: int = 16 << 10
+
+
+@dataclass(frozen=True, slots=True)
+class TlsConfig:
+    """Server certificate and key (PEM files); with `client_ca`, clients must
+    present a certificate signed by it (mutual TLS)."""
+
+    cert: str = ""
+    key: str = ""
+    client_ca: str = ""
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.cert)
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,6 +150,8 @@ class Config:
     sessions: SessionsConfig = SessionsConfig()
     limits: LimitsConfig = LimitsConfig()
     logging: LoggingConfig = LoggingConfig()
+    tls: TlsConfig = TlsConfig()
+    api_keys: tuple[ApiKey, ...] = ()
     backends: tuple[BackendConfig, ...] = ()
     routes: tuple[RouteConfig, ...] = ()
     rules: tuple[RuleConfig, ...] = ()
@@ -329,6 +348,8 @@ def _build(root: _Section) -> Config:
         sessions=_sessions(root.section("sessions")),
         limits=_limits(root.section("limits")),
         logging=_logging(root.section("logging")),
+        tls=_tls(root.section("tls")),
+        api_keys=_api_keys(root),
         backends=backends,
         routes=routes,
         rules=rules,
@@ -525,6 +546,63 @@ def _sessions(s: _Section) -> SessionsConfig:
     return config
 
 
+def _tls(s: _Section) -> TlsConfig:
+    config = TlsConfig(cert=s.text("cert"), key=s.text("key"), client_ca=s.text("client_ca"))
+    if bool(config.cert) != bool(config.key):
+        raise s.error("key" if config.cert else "cert", "tls needs both cert and key")
+    if config.client_ca and not config.cert:
+        raise s.error("client_ca", "mutual TLS needs cert and key too")
+    for name in ("cert", "key", "client_ca"):
+        path = getattr(config, name)
+        if path and not Path(path).is_file():
+            raise s.error(name, f"no such file: {path}")
+    s.done()
+    return config
+
+
+def _api_keys(root: _Section) -> tuple[ApiKey, ...]:
+    """`auth.keys`: each names exactly one source: `sha256` (hex digest of the
+    key, safe to keep in config), `key_env` or `key_file`. `routes` lists the
+    route or model names the key may use (omitted or "*": all); a name that
+    matches nothing only denies."""
+    auth = root.section("auth")
+    keys = []
+    for k in auth.sections("keys"):
+        name = k.get("name", str, "", _name)
+        if not name:
+            raise k.error("name", "is required")
+        sources = {source: k.text(source) for source in ("sha256", "key_env", "key_file")}
+        given = [source for source, value in sources.items() if value]
+        if len(given) != 1:
+            raise k.error("name", "give exactly one of sha256, key_env, key_file")
+        if sources["sha256"]:
+            if not re.fullmatch(r"[0-9a-fA-F]{64}", sources["sha256"]):
+                raise k.error("sha256", "must be 64 hexadecimal characters (sha256 of the key)")
+            key_digest = bytes.fromhex(sources["sha256"])
+        elif sources["key_env"]:
+            if not k.env.get(sources["key_env"]):
+                raise k.error("key_env", f"environment variable {sources['key_env']} is not set")
+            key_digest = digest(k.env[sources["key_env"]])
+        else:
+            try:
+                key_digest = digest(Path(sources["key_file"]).read_text(encoding="utf-8").strip())
+            except OSError as exc:
+                raise k.error("key_file", f"cannot read {sources['key_file']!r}: {exc.strerror}") from exc
+        allowed = _strings(k, "routes")
+        keys.append(ApiKey(
+            name=name, digest=key_digest,
+            routes=None if not allowed or "*" in allowed else frozenset(allowed),
+            admin=k.get("admin", bool, False),
+            max_concurrent_streams=k.get("max_concurrent_streams", int, 0, _non_negative) or None,
+            requests_per_minute=k.get("requests_per_minute", int, 0, _non_negative) or None,
+        ))
+        k.done()
+    names = [key.name for key in keys]
+    _unique(auth, "keys", names)
+    auth.done()
+    return tuple(keys)
+
+
 def _logging(s: _Section) -> LoggingConfig:
     config = LoggingConfig(level=s.text("level", "info").lower(), format=s.text("format", "text").lower())
     if config.level not in LEVELS:
@@ -541,6 +619,8 @@ def _limits(s: _Section) -> LimitsConfig:
         max_message_bytes=s.get("max_message_bytes", int, LimitsConfig().max_message_bytes, _positive),
         max_request_bytes=s.get("max_request_bytes", int, LimitsConfig().max_request_bytes, _positive),
         max_tools=s.get("max_tools", int, LimitsConfig().max_tools, _positive),
+        max_metadata_entries=s.get("max_metadata_entries", int, LimitsConfig().max_metadata_entries, _positive),
+        max_metadata_bytes=s.get("max_metadata_bytes", int, LimitsConfig().max_metadata_bytes, _positive),
     )
     s.done()
     return config

@@ -6,7 +6,9 @@ services map any error to a status with one attribute lookup.
     ├── NotFound              unknown route, model, backend or session (NOT_FOUND)
     ├── AlreadyExists         a caller-chosen session id is taken (ALREADY_EXISTS)
     ├── Conflict              a conditional write lost to another writer (ABORTED)
-    ├── LimitExceeded         a gateway limit was reached (RESOURCE_EXHAUSTED)
+    ├── LimitExceeded         a gateway limit was reached; may carry retry_after (RESOURCE_EXHAUSTED)
+    ├── Unauthenticated       no API key, or an unknown one (UNAUTHENTICATED)
+    ├── PermissionDenied      the key may not use that route or method (PERMISSION_DENIED)
     ├── Unsupported           the backend cannot do this operation (UNIMPLEMENTED)
     ├── NoTargetAvailable     every attempt failed, or nothing could be tried (UNAVAILABLE)
     ├── StreamInterrupted     the upstream failed after output reached the caller (UNAVAILABLE)
@@ -64,6 +66,18 @@ class Conflict(TurnoutError):
 
 class LimitExceeded(TurnoutError):
     status = grpc.StatusCode.RESOURCE_EXHAUSTED
+
+    def __init__(self, message: str, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class Unauthenticated(TurnoutError):
+    status = grpc.StatusCode.UNAUTHENTICATED
+
+
+class PermissionDenied(TurnoutError):
+    status = grpc.StatusCode.PERMISSION_DENIED
 
 
 class Unsupported(TurnoutError):
