@@ -49,6 +49,20 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     return 0
 
 
+def _channel(args: argparse.Namespace) -> grpc.aio.Channel:
+    """A channel to the gateway: TLS when --tls-ca is given (mutual TLS with
+    --tls-cert and --tls-key), with the API key as bearer metadata on every call."""
+    if not args.tls_ca:
+        return grpc.aio.insecure_channel(args.gateway)
+    read = lambda path: open(path, "rb").read() if path else None  # noqa: E731
+    credentials = grpc.ssl_channel_credentials(read(args.tls_ca), read(args.tls_key), read(args.tls_cert))
+    return grpc.aio.secure_channel(args.gateway, credentials)
+
+
+def _metadata(args: argparse.Namespace) -> tuple[tuple[str, str], ...]:
+    return (("authorization", f"Bearer {args.api_key}"),) if args.api_key else ()
+
+
 async def _chat(args: argparse.Namespace) -> int:
     messages = []
     if args.system:
@@ -56,9 +70,9 @@ async def _chat(args: argparse.Namespace) -> int:
     prompt = " ".join(args.prompt) if args.prompt else sys.stdin.read()
     messages.append(generate_pb2.Message(role=common_pb2.ROLE_USER, content=prompt))
     request = generate_pb2.GenerateRequest(model=args.model, messages=messages, task=args.task)
-    async with grpc.aio.insecure_channel(args.gateway) as channel:
+    async with _channel(args) as channel:
         stub = generate_pb2_grpc.GenerateServiceStub(channel)
-        async for response in stub.Generate(request, timeout=args.timeout):
+        async for response in stub.Generate(request, timeout=args.timeout, metadata=_metadata(args)):
             event = response.WhichOneof("event")
             if event == "started" and args.verbose:
                 s = response.started
@@ -82,8 +96,9 @@ async def _chat(args: argparse.Namespace) -> int:
 
 
 async def _models(args: argparse.Namespace) -> int:
-    async with grpc.aio.insecure_channel(args.gateway) as channel:
-        response = await model_pb2_grpc.ModelServiceStub(channel).ListModels(model_pb2.ListModelsRequest(), timeout=10)
+    async with _channel(args) as channel:
+        response = await model_pb2_grpc.ModelServiceStub(channel).ListModels(
+            model_pb2.ListModelsRequest(), timeout=10, metadata=_metadata(args))
     print(f"{'MODEL':40} {'HEALTHY':8} {'FAMILY':10} BACKENDS")
     for m in response.models:
         print(f"{m.name:40} {'yes' if m.healthy else 'no':8} {m.family or '-':10} {', '.join(m.backends)}")
@@ -91,8 +106,9 @@ async def _models(args: argparse.Namespace) -> int:
 
 
 async def _backends(args: argparse.Namespace) -> int:
-    async with grpc.aio.insecure_channel(args.gateway) as channel:
-        response = await model_pb2_grpc.ModelServiceStub(channel).ListBackends(model_pb2.ListBackendsRequest(), timeout=10)
+    async with _channel(args) as channel:
+        response = await model_pb2_grpc.ModelServiceStub(channel).ListBackends(
+            model_pb2.ListBackendsRequest(), timeout=10, metadata=_metadata(args))
     print(f"{'BACKEND':16} {'KIND':7} {'STATE':9} {'INFLIGHT':>8} {'REQUESTS':>8} {'ERRORS':>6}  ENDPOINT")
     for b in response.backends:
         kind = model_pb2.BackendKind.Name(b.kind).removeprefix("BACKEND_KIND_").lower()
@@ -134,6 +150,11 @@ def main(argv: list[str] | None = None) -> int:
     for p in sub.choices.values():
         if p.prog.split()[-1] in ("chat", "models", "backends"):
             p.add_argument("--gateway", "-g", default=gateway, help=f"gateway address (default {gateway})")
+            p.add_argument("--api-key", default=os.environ.get("TURNOUT_API_KEY", ""),
+                           help="API key, sent as `authorization: Bearer` (default: $TURNOUT_API_KEY)")
+            p.add_argument("--tls-ca", help="CA certificate (PEM) to verify the gateway; enables TLS")
+            p.add_argument("--tls-cert", help="client certificate (PEM), for mutual TLS")
+            p.add_argument("--tls-key", help="client key (PEM), for mutual TLS")
 
     args = parser.parse_args(argv)
     try:

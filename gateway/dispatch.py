@@ -46,6 +46,7 @@ from gateway.errors import (
     BackendTimeout,
     DeadlineExceeded,
     NoTargetAvailable,
+    PermissionDenied,
     StreamInterrupted,
 )
 from gateway.metrics import NONE, Metrics
@@ -67,6 +68,7 @@ class Generation:
     options: Options = Options()
     task: str = ""
     session_id: str = ""
+    allowed_routes: frozenset[str] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -136,6 +138,9 @@ class Dispatcher:
         trace = trace or Trace()
         start = self._clock()
         route = self._router.resolve(generation.model, generation.task, last_user_text(generation.messages))
+        if generation.allowed_routes is not None and route.name not in generation.allowed_routes:
+            allowed = ", ".join(sorted(generation.allowed_routes)) or "none"
+            raise PermissionDenied(f"this API key may not use route {route.name!r} (it may use: {allowed})")
         trace.route = route.name
         plan = Plan(route, self._states, start, self._affinity.get(route, generation.session_id))
         failures: list[tuple[str, BackendError]] = []

@@ -11,6 +11,7 @@
 | turnout_backend_up                     | gauge     | backend                     | 1/0 from the last health probe |
 | turnout_tokens_total                   | counter   | backend, model, kind        | tokens the backend reported (prompt, completion) |
 | turnout_build_info                     | gauge     | version                     | always 1                     |
+| turnout_key_requests_total             | counter   | key, code                   | once per Generate/Complete, by API key name ("none" without auth) |
 
 Label values are bounded: routes and backends come from config, models from
 config or discovery, codes and kinds from fixed enums; a request that never
@@ -66,6 +67,10 @@ class Metrics:
         self.tokens = Counter(
             "turnout_tokens", "Tokens as backends reported them",
             ["backend", "model", "kind"], registry=registry,
+        )
+        self.key_requests = Counter(
+            "turnout_key_requests", "Generate and Complete calls by API key name and gRPC status code",
+            ["key", "code"], registry=registry,
         )
         self.build_info = Gauge(
             "turnout_build_info", "Always 1; the version label says which build runs",

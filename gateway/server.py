@@ -7,6 +7,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+import threading
+from pathlib import Path
 from typing import Callable
 
 import grpc
@@ -20,11 +22,13 @@ from adapters.base import Adapter
 from adapters.http import build_client
 from adapters.ollama import OllamaAdapter
 from adapters.openai import OpenAIAdapter
+from gateway.auth import KeyRing
 from gateway.catalog import Catalog
-from gateway.config import BackendConfig, Config, SessionsConfig
+from gateway.config import BackendConfig, Config, SessionsConfig, TlsConfig
 from gateway.dispatch import Dispatcher
 from gateway.domain import BackendKind
 from gateway.errors import BackendError
+from gateway.guard import Guard
 from gateway.metrics import Metrics
 from gateway.workers import serve_workers
 from gateway.routing.router import Router
@@ -55,6 +59,40 @@ def build_adapter(backend: BackendConfig, transport: httpx.AsyncBaseTransport | 
     if backend.kind is BackendKind.OLLAMA:
         return OllamaAdapter(backend.name, client)
     return OpenAIAdapter(backend.name, client)
+
+
+class TlsCredentials:
+    """Server TLS from PEM files, re-read on `reload()` (SIGHUP): the new
+    certificate serves every handshake after it; open connections keep theirs."""
+
+    def __init__(self, tls: TlsConfig) -> None:
+        self._tls = tls
+        self._reload = threading.Event()
+        self.credentials = grpc.dynamic_ssl_server_credentials(
+            self._configuration(), self._fetch, require_client_authentication=bool(tls.client_ca)
+        )
+
+    def _configuration(self) -> grpc.ServerCertificateConfiguration:
+        read = lambda path: Path(path).read_bytes()  # noqa: E731
+        return grpc.ssl_server_certificate_configuration(
+            [(read(self._tls.key), read(self._tls.cert))],
+            root_certificates=read(self._tls.client_ca) if self._tls.client_ca else None,
+        )
+
+    def reload(self) -> None:
+        self._reload.set()
+
+    def _fetch(self) -> grpc.ServerCertificateConfiguration | None:
+        if not self._reload.is_set():
+            return None
+        self._reload.clear()
+        try:
+            configuration = self._configuration()
+        except (OSError, ValueError) as exc:
+            log.error("TLS reload failed, keeping the current certificate: %s", exc)
+            return None
+        log.info("TLS certificate reloaded")
+        return configuration
 
 
 async def open_store(config: SessionsConfig) -> SessionStore:
@@ -89,6 +127,7 @@ class Gateway:
         )
         self.dispatcher = Dispatcher(router, self.states, self.adapters, self.metrics)
         self.port = 0
+        self.tls = TlsCredentials(config.tls) if config.tls.enabled else None
         self.store: SessionStore | None = None
         self._health_checks: asyncio.Task[None] | None = None
 
@@ -104,6 +143,7 @@ class Gateway:
         and starts serving."""
         self.health = health.aio.HealthServicer()
         self.server = grpc.aio.server(
+            interceptors=[Guard(KeyRing(self.config.api_keys))],
             options=[
                 ("grpc.max_receive_message_length", self.config.limits.max_request_bytes),
                 ("grpc.so_reuseport", 1 if self.config.workers > 1 else 0),
@@ -122,7 +162,10 @@ class Gateway:
         )
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
         reflection.enable_server_reflection((*SERVICES, health.SERVICE_NAME, reflection.SERVICE_NAME), self.server)
-        self.port = self.server.add_insecure_port(self.config.listen)
+        if self.tls is not None:
+            self.port = self.server.add_secure_port(self.config.listen, self.tls.credentials)
+        else:
+            self.port = self.server.add_insecure_port(self.config.listen)
         if self.port == 0:
             raise OSError(f"cannot listen on {self.config.listen}")
         await asyncio.gather(*(self.refresh(name) for name in self.adapters))
@@ -184,6 +227,8 @@ async def run_until_signalled(gateway: Gateway) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stopping.set)
+    if gateway.tls is not None:
+        loop.add_signal_handler(signal.SIGHUP, gateway.tls.reload)
     await stopping.wait()
     log.info("draining: refusing new calls, %.0fs grace for in-flight streams", config.shutdown_grace)
     await gateway.stop()

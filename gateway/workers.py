@@ -7,7 +7,8 @@ mode: every worker writes its samples to files in a directory the parent
 made, and the parent alone serves the metrics port, aggregating them
 (counters and histograms summed; gauges as each declares). On SIGTERM or
 SIGINT the parent forwards the signal, each worker drains with its grace
-period, and the parent exits 0 once all have exited 0.
+period, and the parent exits 0 once all have exited 0. SIGHUP is forwarded
+too (workers re-read their TLS certificate).
 
 Each worker keeps its own routing state (ejections, in-flight, affinity),
 as Envoy's worker threads do.
@@ -54,6 +55,7 @@ def serve_workers(config: Config) -> int:
         stop = threading.Event()
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, lambda *_: stop.set())
+        signal.signal(signal.SIGHUP, lambda *_: [os.kill(p.pid, signal.SIGHUP) for p in processes if p.pid])
         for process in processes:
             process.start()
         log.info("turnout started %d workers on %s; metrics on %s", config.workers, config.listen,

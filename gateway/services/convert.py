@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import re
+from typing import Mapping
 
 from google.protobuf.duration_pb2 import Duration
 
@@ -42,6 +43,7 @@ def to_generation(request: generate_pb2.GenerateRequest, limits: LimitsConfig, r
         raise InvalidRequest("messages", f"has {len(request.messages)} messages; the limit is {limits.max_messages}")
     if len(request.tools) > limits.max_tools:
         raise InvalidRequest("tools", f"has {len(request.tools)} tools; the limit is {limits.max_tools}")
+    metadata(request.metadata, "metadata", limits)
     return Generation(
         request_id=request_id,
         model=request.model.strip(),
@@ -51,6 +53,15 @@ def to_generation(request: generate_pb2.GenerateRequest, limits: LimitsConfig, r
         task=request.task,
         session_id=request.session_id,
     )
+
+
+def metadata(values: Mapping[str, str], field: str, limits: LimitsConfig) -> dict[str, str]:
+    if len(values) > limits.max_metadata_entries:
+        raise InvalidRequest(field, f"has {len(values)} entries; the limit is {limits.max_metadata_entries}")
+    size = sum(len(k.encode()) + len(v.encode()) for k, v in values.items())
+    if size > limits.max_metadata_bytes:
+        raise InvalidRequest(field, f"is {size} bytes; the limit is {limits.max_metadata_bytes}")
+    return dict(values)
 
 
 def _message(m: generate_pb2.Message, field: str, limits: LimitsConfig) -> Message:

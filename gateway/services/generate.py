@@ -11,11 +11,12 @@ from typing import AsyncIterator, Callable
 
 import grpc
 
+from gateway.auth import current_key
 from gateway.config import LimitsConfig
 from gateway.dispatch import Completed, Dispatcher, GenerationEvent, Started, Trace
 from gateway.domain import Delta, ToolCall
 from gateway.errors import TurnoutError
-from gateway.metrics import Metrics
+from gateway.metrics import NONE, Metrics
 from gateway.services import convert
 from gateway.services.session import session_id
 from gateway.services.status import abort
@@ -44,6 +45,9 @@ class GenerateServicer(generate_pb2_grpc.GenerateServiceServicer):
         self, request: generate_pb2.GenerateRequest, outcome: _Outcome
     ) -> AsyncIterator[GenerationEvent]:
         generation = convert.to_generation(request, self._limits, outcome.request_id)
+        key = current_key()
+        if key is not None:
+            generation = dataclasses.replace(generation, allowed_routes=key.routes)
         new = generation.messages
         if generation.session_id:
             session_id(generation.session_id)
@@ -117,6 +121,8 @@ class _Outcome:
 
     def __init__(self, metrics: Metrics, request_id: str, context: grpc.aio.ServicerContext) -> None:
         self.metrics, self.request_id, self.context = metrics, request_id, context
+        key = current_key()
+        self.key = key.name if key else NONE
         self.start = time.monotonic()
         self.trace = Trace()
         self.code = "CANCELLED"
@@ -134,6 +140,7 @@ class _Outcome:
         t, duration = self.trace, time.monotonic() - self.start
         m = self.metrics
         m.requests.labels(t.route, t.backend, t.model, self.code).inc()
+        m.key_requests.labels(self.key, self.code).inc()
         if t.attempts:
             m.request_duration.labels(t.route, t.backend, t.model).observe(duration)
         if t.time_to_first_token is not None:
@@ -144,7 +151,7 @@ class _Outcome:
                 if count:
                     m.tokens.labels(t.backend, t.model, kind).inc(count)
         log.info("request", extra={"fields": {
-            "request_id": self.request_id, "route": t.route, "backend": t.backend, "model": t.model,
+            "request_id": self.request_id, "key": self.key, "route": t.route, "backend": t.backend, "model": t.model,
             "attempts": t.attempts, "code": self.code, "duration_ms": round(duration * 1000, 1),
             "ttft_ms": None if t.time_to_first_token is None else round(t.time_to_first_token * 1000, 1),
             "prompt_tokens": usage.prompt_tokens if usage else None,

@@ -4,23 +4,22 @@ the rest."""
 from __future__ import annotations
 
 import re
-from typing import AsyncIterator, Mapping
+from typing import AsyncIterator
 
 import grpc
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from gateway.config import LimitsConfig, SessionsConfig
 from gateway.domain import ToolCall
-from gateway.errors import InvalidRequest
-from gateway.services.convert import ROLES, TO_PB_ROLE, json_object_text, tool_calls_pb
+from gateway.errors import InvalidRequest, NotFound
+from gateway.auth import owner
+from gateway.services.convert import ROLES, TO_PB_ROLE, json_object_text, metadata, tool_calls_pb
 from gateway.services.status import abort, unary
 from gateway.sessions.store import FrameRecord, NewFrame, SessionRecord, SessionStore
 from turnout.v1 import session_pb2, session_pb2_grpc
 
 _SESSION_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$")
 MAX_TTL = 365 * 86400.0
-MAX_METADATA_ENTRIES = 64
-MAX_METADATA_BYTES = 16 * 1024
 
 
 def session_id(value: str, field: str = "session_id") -> str:
@@ -28,15 +27,6 @@ def session_id(value: str, field: str = "session_id") -> str:
         raise InvalidRequest(field, "must be 1-128 characters: letters, digits, '.', '_', ':' or '-', "
                                     "starting with a letter or digit")
     return value
-
-
-def metadata(values: Mapping[str, str], field: str) -> dict[str, str]:
-    if len(values) > MAX_METADATA_ENTRIES:
-        raise InvalidRequest(field, f"has {len(values)} entries; the limit is {MAX_METADATA_ENTRIES}")
-    size = sum(len(k.encode()) + len(v.encode()) for k, v in values.items())
-    if size > MAX_METADATA_BYTES:
-        raise InvalidRequest(field, f"is {size} bytes; the limit is {MAX_METADATA_BYTES}")
-    return dict(values)
 
 
 def timestamp(seconds: float) -> Timestamp:
@@ -77,7 +67,7 @@ def new_frame(f: session_pb2.Frame, limits: LimitsConfig) -> NewFrame:
         raise InvalidRequest("frame.state", "is longer than 128 characters")
     return NewFrame(
         role=role, content=f.content, tool_calls=tuple(calls), tool_call_id=f.tool_call_id, state=f.state,
-        metadata=metadata(f.metadata, "frame.metadata"),
+        metadata=metadata(f.metadata, "frame.metadata", limits),
     )
 
 
@@ -99,45 +89,63 @@ class SessionServicer(session_pb2_grpc.SessionServiceServicer):
         if len(request.system_prompt.encode()) > self._limits.max_message_bytes:
             raise InvalidRequest("system_prompt", f"is over {self._limits.max_message_bytes} bytes")
         record = await self._store.create(
-            request.session_id, request.system_prompt, metadata(request.metadata, "metadata"), ttl
+            request.session_id, request.system_prompt, metadata(request.metadata, "metadata", self._limits), ttl,
+            owner=owner(),
         )
         return session_pb2.CreateSessionResponse(session=session_pb(record))
 
+    async def _owned(self, value: str, must_exist: bool = True) -> str:
+        """The validated session id, once the session is known to belong to
+        the caller's key; another key's session is NotFound, as if absent."""
+        sid = session_id(value)
+        try:
+            record = await self._store.get(sid)
+        except NotFound:
+            if must_exist:
+                raise
+            return sid
+        if record.owner != owner():
+            raise NotFound(f"session {sid!r} does not exist or has expired")
+        return sid
+
     @unary
     async def GetSession(self, request, context) -> session_pb2.GetSessionResponse:
-        return session_pb2.GetSessionResponse(session=session_pb(await self._store.get(session_id(request.session_id))))
+        sid = await self._owned(request.session_id)
+        return session_pb2.GetSessionResponse(session=session_pb(await self._store.get(sid)))
 
     @unary
     async def DeleteSession(self, request, context) -> session_pb2.DeleteSessionResponse:
-        await self._store.delete(session_id(request.session_id))
+        await self._store.delete(await self._owned(request.session_id))
         return session_pb2.DeleteSessionResponse()
 
     @unary
     async def ListSessions(self, request, context) -> session_pb2.ListSessionsResponse:
-        records, token = await self._store.list_sessions(request.page_size, request.page_token)
+        records, token = await self._store.list_sessions(request.page_size, request.page_token, owner=owner())
         return session_pb2.ListSessionsResponse(sessions=[session_pb(r) for r in records], next_page_token=token)
 
     @unary
     async def AppendFrame(self, request, context) -> session_pb2.AppendFrameResponse:
-        sid = session_id(request.session_id)
+        sid = await self._owned(request.session_id, must_exist=False)
         if not request.HasField("frame"):
             raise InvalidRequest("frame", "is required")
         frame = new_frame(request.frame, self._limits)
         expected = request.expected_seq if request.HasField("expected_seq") else None
-        (stored,) = await self._store.append(sid, [frame], ttl_if_created=self._config.ttl, expected_seq=expected)
+        (stored,) = await self._store.append(
+            sid, [frame], ttl_if_created=self._config.ttl, expected_seq=expected, owner=owner()
+        )
         return session_pb2.AppendFrameResponse(frame=frame_pb(stored))
 
     @unary
     async def ListFrames(self, request, context) -> session_pb2.ListFramesResponse:
         frames, token = await self._store.list_frames(
-            session_id(request.session_id), request.from_seq, request.order == session_pb2.ORDER_NEWEST_FIRST,
+            await self._owned(request.session_id), request.from_seq, request.order == session_pb2.ORDER_NEWEST_FIRST,
             request.page_size, request.page_token,
         )
         return session_pb2.ListFramesResponse(frames=[frame_pb(f) for f in frames], next_page_token=token)
 
     async def WatchSession(self, request, context: grpc.aio.ServicerContext) -> AsyncIterator[session_pb2.WatchSessionResponse]:
         try:
-            frames = self._store.watch(session_id(request.session_id), request.after_seq)
+            frames = self._store.watch(await self._owned(request.session_id), request.after_seq)
             async for frame in frames:
                 yield session_pb2.WatchSessionResponse(frame=frame_pb(frame))
         except Exception as exc:

@@ -4,7 +4,8 @@ record once the answer is complete.
 A request that names a session sends its system prompt and history (trimmed
 by gateway.sessions.history: at most `max_turns` whole turns, then at most
 `max_tokens` estimated tokens, oldest first, the system prompt always kept)
-followed by the request's own messages. When the generation completes, the
+followed by the request's own messages. With API keys, a session belongs to
+the key that created it; to any other key it does not exist. When the generation completes, the
 request's messages and the assistant's answer are appended in one atomic
 store call; a cancelled or failed generation appends nothing, so a retry is
 clean. Images are sent upstream but not stored in the session.
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from gateway.auth import owner
 from gateway.config import SessionsConfig
 from gateway.domain import Message, Role, ToolCall
 from gateway.errors import NotFound
@@ -41,6 +43,8 @@ class Conversations:
             session = await self._store.get(session_id)
         except NotFound:
             return new
+        if session.owner != owner():
+            raise NotFound(f"session {session_id!r} does not exist or has expired")
         frames = await self._frames(session_id)
         kept = trim(
             session.system_prompt, [*frames_to_messages(frames), *new], self._config.max_turns,
@@ -68,4 +72,4 @@ class Conversations:
                 state="completed", backend=answer.backend, model=answer.model,
             )
         )
-        await self._store.append(session_id, frames, ttl_if_created=self._config.ttl)
+        await self._store.append(session_id, frames, ttl_if_created=self._config.ttl, owner=owner())
