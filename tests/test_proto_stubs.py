@@ -22,8 +22,8 @@ def test_generated_stubs_are_up_to_date(tmp_path):
          f"--grpc_python_out={tmp_path}", *protos],
         cwd=ROOT, check=True,
     )
-    generated = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*.py*"))
-    committed = sorted(p.relative_to(ROOT) for p in (ROOT / "turnout").rglob("*_pb2*.py*"))
+    generated = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*_pb2*") if p.suffix in (".py", ".pyi"))
+    committed = sorted(p.relative_to(ROOT) for p in (ROOT / "turnout").rglob("*_pb2*") if p.suffix in (".py", ".pyi"))
     assert generated == committed, "stub files differ from the protos: run `make proto`"
     for name in generated:
         assert _normalised(tmp_path / name) == _normalised(ROOT / name), f"{name} is stale: run `make proto`"
