@@ -38,8 +38,14 @@ proto: setup
 $(BUF):
 	cd .tools && npm install --no-audit --no-fund --silent
 
+# buf breaking compares the proto with the previous commit (BREAKING_AGAINST to override),
+# so an incompatible change to the published contract fails the build.
+BREAKING_AGAINST ?= .git\#ref=HEAD~1
+
 lint: setup $(BUF)
 	$(BUF) lint
+	@if git rev-parse -q --verify HEAD~1 >/dev/null; then $(BUF) breaking --against '$(BREAKING_AGAINST)'; \
+	else echo "buf breaking: no previous commit to compare with"; fi
 	$(VENV)/bin/ruff check .
 
 clean:
