@@ -15,7 +15,7 @@ from typing import AsyncIterator
 import httpx
 
 from adapters.http import drain, get_json, raise_for_status, translate_transport_errors
-from adapters.payload import function_tools, present
+from adapters.payload import function_tools, sampling
 from adapters.streams import NDJSONDecoder, StreamDecodeError, coalesce, decode_errors, json_object, new_tool_call_id
 from gateway.domain import (
     BackendKind,
@@ -25,7 +25,6 @@ from gateway.domain import (
     FinishReason,
     Message,
     ModelInfo,
-    Options,
     PullProgress,
     StreamEvent,
     ToolCall,
@@ -63,16 +62,6 @@ def _message(message: Message) -> dict[str, object]:
     return out
 
 
-def _options(options: Options) -> dict[str, object]:
-    values: dict[str, object] = {
-        "temperature": options.temperature,
-        "top_p": options.top_p,
-        "num_predict": options.max_tokens,
-        "stop": list(options.stop) or None,
-        "seed": options.seed,
-    }
-    return present(values)
-
 
 def build_chat_payload(request: ChatRequest) -> dict[str, object]:
     """The `/api/chat` request body for a streamed chat."""
@@ -83,7 +72,7 @@ def build_chat_payload(request: ChatRequest) -> dict[str, object]:
     }
     if request.tools:
         payload["tools"] = function_tools(request.tools)
-    options = _options(request.options)
+    options = sampling(request.options, "num_predict")
     if options:
         payload["options"] = options
     return payload

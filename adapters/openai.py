@@ -16,7 +16,7 @@ from typing import AsyncIterator
 import httpx
 
 from adapters.http import drain, error_message, get_json, raise_for_status, translate_transport_errors
-from adapters.payload import function_tools, present
+from adapters.payload import function_tools, sampling
 from adapters.streams import SSEDecoder, StreamDecodeError, coalesce, decode_errors, json_object, new_tool_call_id
 from gateway.domain import (
     BackendKind,
@@ -26,7 +26,6 @@ from gateway.domain import (
     FinishReason,
     Message,
     ModelInfo,
-    Options,
     PullProgress,
     Role,
     StreamEvent,
@@ -90,16 +89,6 @@ def _message(message: Message) -> dict[str, object]:
     return out
 
 
-def _options(options: Options) -> dict[str, object]:
-    values: dict[str, object] = {
-        "temperature": options.temperature,
-        "top_p": options.top_p,
-        "max_tokens": options.max_tokens,
-        "stop": list(options.stop) or None,
-        "seed": options.seed,
-    }
-    return present(values)
-
 
 def build_chat_payload(request: ChatRequest) -> dict[str, object]:
     """The `chat/completions` request body for a streamed chat with usage."""
@@ -111,7 +100,7 @@ def build_chat_payload(request: ChatRequest) -> dict[str, object]:
     }
     if request.tools:
         payload["tools"] = function_tools(request.tools)
-    payload.update(_options(request.options))
+    payload.update(sampling(request.options, "max_tokens"))
     return payload
 
 

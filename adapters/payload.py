@@ -3,7 +3,7 @@ spell the same way."""
 
 from __future__ import annotations
 
-from gateway.domain import Tool
+from gateway.domain import Options, Tool
 
 
 def function_tools(tools: tuple[Tool, ...]) -> list[dict[str, object]]:
@@ -19,3 +19,15 @@ def function_tools(tools: tuple[Tool, ...]) -> list[dict[str, object]]:
 def present(values: dict[str, object]) -> dict[str, object]:
     """`values` without the keys whose value is None."""
     return {key: value for key, value in values.items() if value is not None}
+
+
+def sampling(options: Options, max_tokens_key: str) -> dict[str, object]:
+    """The sampling options that are set, under the protocol's names; only
+    the token limit is named differently (Ollama `num_predict`, OpenAI `max_tokens`)."""
+    return present({
+        "temperature": options.temperature,
+        "top_p": options.top_p,
+        max_tokens_key: options.max_tokens,
+        "stop": list(options.stop) or None,
+        "seed": options.seed,
+    })
