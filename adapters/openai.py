@@ -108,13 +108,16 @@ class OpenAIChatDecoder:
     """Maps SSE data payloads of a streamed chat completion to events.
 
     Tool-call fragments are gathered per `index` and emitted as one Delta of
-    whole calls when a finish_reason arrives (or at `[DONE]` if none did).
+    whole calls when a finish_reason arrives. `[DONE]` without any
+    finish_reason is a protocol error: servers send it that way when they cut
+    a generation off (llama.cpp when a new request interrupts one), and an
+    answer that may be incomplete must not be reported, or stored, as finished.
     """
 
     def __init__(self, backend: str) -> None:
         self._backend = backend
         self._calls: dict[int, dict[str, str]] = {}
-        self._reason = FinishReason.STOP
+        self._reason: FinishReason | None = None
         self._usage: Usage | None = None
         self._finished = False
 
@@ -124,6 +127,11 @@ class OpenAIChatDecoder:
 
     def feed(self, event_data: str) -> list[StreamEvent]:
         if event_data.startswith("[DONE]"):
+            if self._reason is None:
+                raise BackendProtocolError(
+                    f"backend {self._backend!r} ended the stream with [DONE] but no finish_reason: "
+                    "the answer may be cut off"
+                )
             self._finished = True
             return [*self._flush_calls(), Finish(self._reason, self._usage)]
         try:

@@ -170,16 +170,21 @@ def test_decoder_accepts_name_and_id_on_a_later_fragment() -> None:
     decoder = OpenAIChatDecoder("cloud")
     decoder.feed(tool_fragment({"index": 1, "function": {"arguments": "{"}}))
     decoder.feed(tool_fragment({"index": 1, "id": "x", "function": {"name": "f", "arguments": "}"}}))
-    assert decoder.feed("[DONE]") == [
-        Delta(tool_calls=(ToolCall("x", "f", "{}"),)),
-        Finish(FinishReason.STOP),
-    ]
+    assert decoder.feed(chunk({}, "tool_calls")[6:].decode()) == [Delta(tool_calls=(ToolCall("x", "f", "{}"),))]
+    assert decoder.feed("[DONE]") == [Finish(FinishReason.TOOL_CALLS)]
+
+
+def test_decoder_done_without_a_finish_reason_is_a_protocol_error() -> None:
+    decoder = OpenAIChatDecoder("cloud")
+    decoder.feed(chunk({"content": "cut o"})[6:].decode())
+    with pytest.raises(BackendProtocolError, match="no finish_reason"):
+        decoder.feed("[DONE]")
 
 
 def test_decoder_generates_missing_tool_call_id() -> None:
     decoder = OpenAIChatDecoder("cloud")
     decoder.feed(tool_fragment({"index": 0, "function": {"name": "f"}}))
-    [delta, _] = decoder.feed("[DONE]")
+    [delta] = decoder.feed(chunk({}, "tool_calls")[6:].decode())
     assert re.fullmatch(r"call_[a-z0-9]{8}", delta.tool_calls[0].id)
 
 
