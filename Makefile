@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 BUF    := .tools/node_modules/.bin/buf
 CONFIG ?=
 
-.PHONY: setup run test soak bench proto lint clean
+.PHONY: setup run test soak bench proto lint clean demo test-real examples
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -25,6 +25,15 @@ test: setup
 
 soak: setup
 	$(PY) -m pytest -q -m soak
+
+# A real model (SmolLM2-135M on llama.cpp) behind the gateway; needs cmake and a C++ compiler.
+# The first run builds llama-cpp-python into .demo/venv (~3 min on 2 cores); later runs take seconds.
+demo: setup
+	demo/run.sh
+
+test-real: setup
+	demo/setup.sh >/dev/null
+	$(PY) -m pytest -q -m real_model -p no:cacheprovider
 
 # Needs Debian's nginx (apt-get install nginx-light); installs LiteLLM into .bench/ on first run.
 bench: setup
@@ -48,5 +57,9 @@ lint: setup $(BUF)
 	else echo "buf breaking: no previous commit to compare with"; fi
 	$(VENV)/bin/ruff check .
 
+# The Node client in examples/node (tests/e2e/test_clients.py runs this itself when needed).
+examples:
+	cd examples/node && npm ci --no-audit --no-fund --silent
+
 clean:
-	rm -rf $(VENV) .tools/node_modules .pytest_cache
+	rm -rf $(VENV) .tools/node_modules examples/node/node_modules .demo .pytest_cache

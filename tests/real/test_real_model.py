@@ -1,0 +1,163 @@
+"""turnout in front of a real model: llama-cpp-python's OpenAI-compatible
+server with SmolLM2-135M-Instruct, called through the generated stubs.
+Skipped by `make test`; `make test-real` builds the demo venv and runs it."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import time
+from typing import AsyncIterator
+
+import grpc
+import pytest
+
+from tests.e2e.conftest import serve
+from tests.e2e.helpers import ask, collect, failure, kinds, text
+from tests.real.conftest import ALIAS, LlamaServer
+from turnout.v1 import common_pb2, generate_pb2, model_pb2, session_pb2
+
+pytestmark = pytest.mark.real_model
+
+USER, ASSISTANT = common_pb2.ROLE_USER, common_pb2.ROLE_ASSISTANT
+STOP, LENGTH = generate_pb2.FINISH_REASON_STOP, generate_pb2.FINISH_REASON_LENGTH
+
+
+def config(url: str) -> str:
+    return (
+        f"backends:\n  - {{name: llama, kind: openai, url: '{url}'}}\n"
+        f"routes:\n  - name: chat\n    targets: [{{backend: llama, model: {ALIAS}}}]\n"
+    )
+
+
+def short(prompt: str, max_tokens: int = 32, **fields) -> generate_pb2.GenerateRequest:
+    return ask(prompt, model="chat", options=generate_pb2.GenerationOptions(max_tokens=max_tokens, seed=1), **fields)
+
+
+class RecordingProxy:
+    """A TCP pass-through to the llama.cpp server that keeps every byte sent
+    upstream, so the test can read the chat requests turnout really made."""
+
+    def __init__(self, port: int) -> None:
+        self._port = port
+        self._sent: list[bytearray] = []
+
+    @contextlib.asynccontextmanager
+    async def running(self) -> AsyncIterator[str]:
+        server = await asyncio.start_server(self._accept, "127.0.0.1", 0)
+        try:
+            yield f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}/v1"
+        finally:
+            server.close()
+
+    async def _accept(self, client_r: asyncio.StreamReader, client_w: asyncio.StreamWriter) -> None:
+        upstream_r, upstream_w = await asyncio.open_connection("127.0.0.1", self._port)
+        sent = bytearray()
+        self._sent.append(sent)
+
+        async def pipe(reader, writer, record=None):
+            try:
+                while data := await reader.read(65536):
+                    if record is not None:
+                        record += data
+                    writer.write(data)
+                    await writer.drain()
+            except ConnectionError:
+                pass
+            finally:
+                writer.close()
+
+        await asyncio.gather(pipe(client_r, upstream_w, sent), pipe(upstream_r, client_w))
+
+    def chat_requests(self) -> list[dict]:
+        bodies = []
+        for sent in self._sent:
+            data = bytes(sent)
+            while (start := data.find(b"POST /v1/chat/completions ")) >= 0:
+                head_end = data.index(b"\r\n\r\n", start)
+                headers = dict(
+                    line.split(b":", 1) for line in data[start:head_end].split(b"\r\n")[1:]
+                )
+                length = int({k.strip().lower(): v for k, v in headers.items()}[b"content-length"])
+                bodies.append(json.loads(data[head_end + 4 : head_end + 4 + length]))
+                data = data[head_end + 4 + length :]
+        return bodies
+
+
+async def backend_in_flight(c) -> int:
+    response = await c.models.ListBackends(model_pb2.ListBackendsRequest())
+    return next(b.in_flight for b in response.backends if b.name == "llama")
+
+
+async def test_real_text_streams_with_a_finish_reason_and_no_invented_usage(llama: LlamaServer):
+    async with serve(config(llama.url)) as c:
+        responses = await collect(c.generate.Generate(short("Say hello in one short sentence."), timeout=60))
+    events = kinds(responses)
+    assert events[0] == "started" and events[-1] == "completed"
+    assert set(events[1:-1]) == {"delta"}, events
+    started, completed = responses[0].started, responses[-1].completed
+    assert (started.route, started.backend, started.model) == ("chat", "llama", ALIAS)
+    assert text(responses).strip()
+    assert completed.finish_reason in (STOP, LENGTH)
+    # llama-cpp-python ignores stream_options.include_usage: nothing to report, so nothing reported.
+    assert not completed.HasField("usage")
+    assert completed.time_to_first_token.ToNanoseconds() > 0
+
+
+async def test_second_turn_of_a_session_sends_the_first_upstream(llama: LlamaServer):
+    proxy = RecordingProxy(int(llama.url.rsplit(":", 1)[1].split("/")[0]))
+    async with proxy.running() as url, serve(config(url)) as c:
+        first = await collect(c.generate.Generate(short("Name one colour.", session_id="s"), timeout=60))
+        await collect(c.generate.Generate(short("Name another one.", session_id="s"), timeout=60))
+        stored = (await c.sessions.ListFrames(session_pb2.ListFramesRequest(session_id="s"))).frames
+    answer = text(first)
+    assert answer
+    assert [(f.seq, f.role) for f in stored] == [(1, USER), (2, ASSISTANT), (3, USER), (4, ASSISTANT)]
+    assert [stored[0].content, stored[1].content, stored[2].content] == ["Name one colour.", answer, "Name another one."]
+    assert stored[3].content and (stored[3].backend, stored[3].model) == ("llama", ALIAS)
+    requests = proxy.chat_requests()
+    assert len(requests) == 2
+    assert requests[1]["messages"] == [
+        {"role": "user", "content": "Name one colour."},
+        {"role": "assistant", "content": answer},
+        {"role": "user", "content": "Name another one."},
+    ]
+    assert requests[1]["model"] == ALIAS and requests[1]["max_tokens"] == 32
+
+
+async def test_cancelling_mid_answer_frees_the_servers_single_slot(llama: LlamaServer):
+    disconnects_before = llama.log_text().count("Disconnected from client")
+    async with serve(config(llama.url)) as c:
+        call = c.generate.Generate(short("Count from 1 to 300, one number per line.", max_tokens=400), timeout=60)
+        async for response in call:
+            if response.WhichOneof("event") == "delta":
+                break
+        call.cancel()
+        deadline = time.monotonic() + 10
+        while await backend_in_flight(c):
+            assert time.monotonic() < deadline, "the cancelled request is still in flight"
+            await asyncio.sleep(0.05)
+        # The llama.cpp server notices the closed connection at its next token and stops generating.
+        while llama.log_text().count("Disconnected from client") == disconnects_before:
+            assert time.monotonic() < deadline, "llama.cpp never saw the upstream request close"
+            await asyncio.sleep(0.05)
+        # It serves one request at a time: this one completing shows the slot is free again.
+        started = time.monotonic()
+        after = await collect(c.generate.Generate(short("Say hi.", max_tokens=8), timeout=30))
+        elapsed = time.monotonic() - started
+    assert kinds(after)[-1] == "completed" and after[-1].completed.finish_reason in (STOP, LENGTH)
+    assert text(after)
+    assert elapsed < 3, f"the next request took {elapsed:.1f} s: was it queued behind the cancelled one?"
+
+
+async def test_unknown_model_is_not_found_and_the_served_model_is_listed(llama: LlamaServer):
+    async with serve(config(llama.url)) as c:
+        error = await failure(c.generate.Generate(ask("hi", model="no-such-model"), timeout=30))
+        models = (await c.models.ListModels(model_pb2.ListModelsRequest())).models
+        # The model name llama.cpp lists is an implicit route of its own.
+        implicit = await collect(c.generate.Generate(
+            ask("hi", model=ALIAS, options=generate_pb2.GenerationOptions(max_tokens=4)), timeout=30))
+    assert error.code() == grpc.StatusCode.NOT_FOUND, error
+    assert [(m.name, list(m.backends)) for m in models] == [(ALIAS, ["llama"])]
+    assert implicit[0].started.route == ALIAS and kinds(implicit)[-1] == "completed"
