@@ -1,317 +1,36 @@
-"""Configuration: the only module that reads config files and the environment.
-
-`load(path)` parses one YAML file, interpolates `${VAR}` / `${VAR:-default}`
-from the environment, rejects unknown keys, and returns frozen, typed values.
-Every error names the key path and the line (`routes[0].targets[1].backend
-(line 14): ...`). `embedded_default(env)` is what `turnout serve` runs with no
-file: Ollama at $OLLAMA_HOST, plus an OpenAI-compatible fallback when
-OPENAI_BASE_URL or OPENAI_API_KEY is set.
-"""
+"""From the read YAML document to a Config: one builder per section, each
+rejecting unknown keys and naming the key and line of every problem."""
 
 from __future__ import annotations
 
-import os
 import re
-import urllib.parse
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Mapping, TypeVar
-
-import yaml
+from typing import Mapping
 
 from adapters.http import HttpSettings
 from gateway.auth import ApiKey, digest
+from gateway.config.reader import Section, is_env_reference
+from gateway.config.types import (
+    AFFINITIES,
+    SESSION_STORES,
+    STRATEGIES,
+    BackendConfig,
+    Config,
+    HealthCheckConfig,
+    LimitsConfig,
+    LoggingConfig,
+    RetryConfig,
+    RouteConfig,
+    RuleConfig,
+    SessionsConfig,
+    TargetConfig,
+    TlsConfig,
+)
 from gateway.domain import BackendKind
 from gateway.logs import FORMATS, LEVELS
 from gateway.routing.state import OutlierPolicy
 
-STRATEGIES = ("weighted_round_robin", "least_used", "priority")
-AFFINITIES = ("none", "session")
-SESSION_STORES = ("memory", "sqlite", "redis")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:/-]{0,127}$")
-_ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
-_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)")
-_UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
-
-T = TypeVar("T")
-
-
-class ConfigError(Exception):
-    """A config problem; the message names the key path and, from a file, the line."""
-
-
-@dataclass(frozen=True, slots=True)
-class BackendConfig:
-    name: str
-    kind: BackendKind
-    url: str
-    api_key: str | None = field(default=None, repr=False)
-    weight: int = 1
-    priority: int = 0
-    models: tuple[str, ...] = ()
-    http: HttpSettings = HttpSettings()
-
-
-@dataclass(frozen=True, slots=True)
-class TargetConfig:
-    backend: str
-    model: str
-    weight: int
-    priority: int
-    first_token_timeout: float | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class RetryConfig:
-    """`attempts` includes the first; backoff before attempt n is
-    min(backoff * 2^(n-2), max_backoff) with +-20% jitter."""
-
-    attempts: int = 3
-    backoff: float = 0.025
-    max_backoff: float = 0.25
-
-
-@dataclass(frozen=True, slots=True)
-class RouteConfig:
-    name: str
-    strategy: str
-    targets: tuple[TargetConfig, ...]
-    retry: RetryConfig = RetryConfig()
-    first_token_timeout: float | None = None
-    affinity: str = "none"
-
-
-@dataclass(frozen=True, slots=True)
-class HealthCheckConfig:
-    """Active probes: each backend's model list is read every `interval`;
-    success marks it up (and refreshes its models), failure marks it down."""
-
-    interval: float = 10.0
-    timeout: float = 5.0
-
-
-@dataclass(frozen=True, slots=True)
-class RuleConfig:
-    route: str
-    task: str | None = None
-    match: re.Pattern[str] | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class SessionsConfig:
-    store: str = "sqlite"
-    path: str = "./.turnout/sessions.db"
-    redis_url: str = "redis://127.0.0.1:6379/0"
-    ttl: float = 86400.0
-    max_turns: int = 50
-    max_tokens: int = 16384
-    max_frames: int = 10_000
-
-
-@dataclass(frozen=True, slots=True)
-class LimitsConfig:
-    max_messages: int = 1024
-    max_message_bytes: int = 1 << 20
-    max_request_bytes: int = 16 << 20
-    max_tools: int = 128
-    max_metadata_entries: int = 64
-    max_metadata_bytes: int = 16 << 10
-
-
-@dataclass(frozen=True, slots=True)
-class TlsConfig:
-    """Server certificate and key (PEM files); with `client_ca`, clients must
-    present a certificate signed by it (mutual TLS)."""
-
-    cert: str = ""
-    key: str = ""
-    client_ca: str = ""
-
-    @property
-    def enabled(self) -> bool:
-        return bool(self.cert)
-
-
-@dataclass(frozen=True, slots=True)
-class LoggingConfig:
-    level: str = "info"
-    format: str = "text"
-
-
-@dataclass(frozen=True, slots=True)
-class Config:
-    listen: str = "127.0.0.1:50051"
-    metrics_listen: str = "127.0.0.1:9464"
-    workers: int = 1
-    default_route: str = ""
-    shutdown_grace: float = 10.0
-    health_check: HealthCheckConfig = HealthCheckConfig()
-    outlier_detection: OutlierPolicy = OutlierPolicy()
-    sessions: SessionsConfig = SessionsConfig()
-    limits: LimitsConfig = LimitsConfig()
-    logging: LoggingConfig = LoggingConfig()
-    tls: TlsConfig = TlsConfig()
-    api_keys: tuple[ApiKey, ...] = ()
-    backends: tuple[BackendConfig, ...] = ()
-    routes: tuple[RouteConfig, ...] = ()
-    rules: tuple[RuleConfig, ...] = ()
-
-
-def redact_url(url: str) -> str:
-    """The URL with any user:password replaced by '***'."""
-    parts = urllib.parse.urlsplit(url)
-    if parts.username is None and parts.password is None:
-        return url
-    host = parts.hostname or ""
-    netloc = f"***@{host}" + (f":{parts.port}" if parts.port else "")
-    return urllib.parse.urlunsplit(parts._replace(netloc=netloc))
-
-
-def load(path: str | Path, env: Mapping[str, str] | None = None) -> Config:
-    try:
-        text = Path(path).read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ConfigError(f"cannot read config file {str(path)!r}: {exc.strerror}") from exc
-    return parse(text, os.environ if env is None else env)
-
-
-def parse(text: str, env: Mapping[str, str]) -> Config:
-    try:
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"the config is not valid YAML: {exc}") from exc
-    if node is None:
-        return _build(_Section({}, "", {}, env))
-    lines: dict[str, int] = {}
-    data = _plain(node, "", lines)
-    return _build(_Section(data, "", lines, env))
-
-
-def embedded_default(env: Mapping[str, str]) -> Config:
-    """Ollama at $OLLAMA_HOST (default 127.0.0.1:11434) with its models
-    discovered, plus an OpenAI-compatible fallback in priority tier 1 when
-    OPENAI_BASE_URL or OPENAI_API_KEY is set."""
-    host = env.get("OLLAMA_HOST", "").strip() or "127.0.0.1:11434"
-    if "://" not in host:
-        host = "http://" + host
-    backends = [BackendConfig(name="ollama", kind=BackendKind.OLLAMA, url=host.rstrip("/"))]
-    if env.get("OPENAI_BASE_URL") or env.get("OPENAI_API_KEY"):
-        backends.append(
-            BackendConfig(
-                name="openai",
-                kind=BackendKind.OPENAI,
-                url=(env.get("OPENAI_BASE_URL") or "https://api.openai.com/v1").rstrip("/"),
-                api_key=env.get("OPENAI_API_KEY") or None,
-                priority=1,
-            )
-        )
-    return Config(backends=tuple(backends))
-
-
-def _plain(node: yaml.Node, path: str, lines: dict[str, int]) -> Any:
-    """YAML node -> plain Python values, recording the line of every key path."""
-    lines[path] = node.start_mark.line + 1
-    if isinstance(node, yaml.MappingNode):
-        out: dict[str, Any] = {}
-        for key_node, value_node in node.value:
-            key = str(key_node.value)
-            child = f"{path}.{key}" if path else key
-            if key in out:
-                raise ConfigError(f"{child} (line {key_node.start_mark.line + 1}): duplicate key")
-            out[key] = _plain(value_node, child, lines)
-        return out
-    if isinstance(node, yaml.SequenceNode):
-        return [_plain(item, f"{path}[{i}]", lines) for i, item in enumerate(node.value)]
-    return yaml.SafeLoader("").construct_object(node, deep=True)
-
-
-class _Section:
-    """A mapping being read: typed getters that know the key path and line."""
-
-    def __init__(self, data: Any, path: str, lines: dict[str, int], env: Mapping[str, str]):
-        self.path, self.lines, self.env = path, lines, env
-        if not isinstance(data, dict):
-            raise self.error("", f"must be a mapping, not {type(data).__name__}")
-        self.data = data
-        self.used: set[str] = set()
-
-    def key(self, name: str) -> str:
-        return f"{self.path}.{name}" if self.path else name
-
-    def error(self, name: str, message: str) -> ConfigError:
-        path = self.key(name) if name else (self.path or "the config")
-        line = self.lines.get(path) or self.lines.get(self.path)
-        where = f" (line {line})" if line else ""
-        return ConfigError(f"{path}{where}: {message}")
-
-    def raw(self, name: str) -> Any:
-        self.used.add(name)
-        return self.data.get(name)
-
-    def get(self, name: str, kind: type[T], default: T, check: Callable[[T], str | None] | None = None) -> T:
-        value = self.raw(name)
-        if value is None:
-            return default
-        if isinstance(value, str) and kind is not str:
-            value = self.interpolate(name, value)
-        if kind is float and isinstance(value, int) and not isinstance(value, bool):
-            value = float(value)
-        if kind is int and isinstance(value, str) and value.isdigit():
-            value = int(value)
-        if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
-            raise self.error(name, f"must be {kind.__name__}, got {value!r}")
-        if kind is str:
-            value = self.interpolate(name, value)  # type: ignore[assignment]
-        problem = check(value) if check else None
-        if problem:
-            raise self.error(name, problem)
-        return value
-
-    def text(self, name: str, default: str = "", required: bool = False) -> str:
-        value = self.get(name, str, default)
-        if required and not value:
-            raise self.error(name, "is required")
-        return value
-
-    def duration(self, name: str, default: float) -> float:
-        value = self.raw(name)
-        if value is None:
-            return default
-        if isinstance(value, (int, float)) and not isinstance(value, bool) and value >= 0:
-            return float(value)
-        text = self.interpolate(name, str(value)).strip()
-        parts = _DURATION_PART.findall(text)
-        if not parts or "".join(n + u for n, u in parts) != text:
-            raise self.error(name, f"must be a duration such as 500ms, 10s, 5m or 24h, got {value!r}")
-        return sum(float(n) * _UNIT_SECONDS[u] for n, u in parts)
-
-    def sections(self, name: str) -> list[_Section]:
-        value = self.raw(name)
-        if value is None:
-            return []
-        if not isinstance(value, list):
-            raise self.error(name, "must be a list")
-        return [_Section(item, f"{self.key(name)}[{i}]", self.lines, self.env) for i, item in enumerate(value)]
-
-    def section(self, name: str) -> _Section:
-        value = self.raw(name)
-        return _Section({} if value is None else value, self.key(name), self.lines, self.env)
-
-    def interpolate(self, name: str, value: str) -> str:
-        def substitute(match: re.Match[str]) -> str:
-            var, default = match.group(1), match.group(2)
-            if var in self.env:
-                return self.env[var]
-            if default is not None:
-                return default
-            raise self.error(name, f"environment variable {var} is not set")
-
-        return _ENV.sub(substitute, value)
-
-    def done(self) -> None:
-        unknown = sorted(set(self.data) - self.used)
-        if unknown:
-            raise self.error(unknown[0], f"unknown key (known keys: {', '.join(sorted(self.used))})")
 
 
 def _positive(value: float) -> str | None:
@@ -326,7 +45,7 @@ def _name(value: str) -> str | None:
     return None if _NAME.match(value) else "must be a name of letters, digits and . _ : / -"
 
 
-def _build(root: _Section) -> Config:
+def build(root: Section) -> Config:
     backends = tuple(_backend(s) for s in root.sections("backends"))
     _unique(root, "backends", [b.name for b in backends])
     by_name = {b.name: b for b in backends}
@@ -358,7 +77,7 @@ def _build(root: _Section) -> Config:
     return config
 
 
-def _unique(root: _Section, name: str, names: list[str]) -> None:
+def _unique(root: Section, name: str, names: list[str]) -> None:
     seen: set[str] = set()
     for i, item in enumerate(names):
         if item in seen:
@@ -366,7 +85,7 @@ def _unique(root: _Section, name: str, names: list[str]) -> None:
         seen.add(item)
 
 
-def _backend(s: _Section) -> BackendConfig:
+def _backend(s: Section) -> BackendConfig:
     name = s.get("name", str, "", _name)
     if not name:
         raise s.error("name", "is required")
@@ -398,7 +117,7 @@ def _backend(s: _Section) -> BackendConfig:
     return config
 
 
-def _api_key(s: _Section) -> str | None:
+def _api_key(s: Section) -> str | None:
     """API keys come from the environment (${VAR}) or a file, never from the
     config text itself, so a config can be shared without leaking a secret."""
     raw = s.raw("api_key")
@@ -412,13 +131,13 @@ def _api_key(s: _Section) -> str | None:
             raise s.error("api_key_file", f"cannot read {key_file!r}: {exc.strerror}") from exc
     if raw is None:
         return None
-    if not isinstance(raw, str) or not _ENV.fullmatch(raw.strip()):
+    if not isinstance(raw, str) or not is_env_reference(raw):
         raise s.error("api_key", "must be an environment reference such as ${CLOUD_KEY} (or use api_key_file); "
                       "secrets are not accepted as literal config text")
     return s.interpolate("api_key", raw.strip()) or None
 
 
-def _strings(s: _Section, name: str) -> list[str]:
+def _strings(s: Section, name: str) -> list[str]:
     value = s.raw(name)
     if value is None:
         return []
@@ -427,7 +146,7 @@ def _strings(s: _Section, name: str) -> list[str]:
     return [s.interpolate(name, v) for v in value]
 
 
-def _route(s: _Section, backends: Mapping[str, BackendConfig]) -> RouteConfig:
+def _route(s: Section, backends: Mapping[str, BackendConfig]) -> RouteConfig:
     name = s.get("name", str, "", _name)
     if not name:
         raise s.error("name", "is required")
@@ -467,14 +186,14 @@ def _route(s: _Section, backends: Mapping[str, BackendConfig]) -> RouteConfig:
     return config
 
 
-def _optional_duration(s: _Section, name: str) -> float | None:
+def _optional_duration(s: Section, name: str) -> float | None:
     value = s.duration(name, 0.0)
     if s.data.get(name) is not None and value <= 0:
         raise s.error(name, "must be greater than 0")
     return value or None
 
 
-def _retry(s: _Section) -> RetryConfig:
+def _retry(s: Section) -> RetryConfig:
     defaults = RetryConfig()
     config = RetryConfig(
         attempts=s.get("attempts", int, defaults.attempts, _positive),
@@ -485,7 +204,7 @@ def _retry(s: _Section) -> RetryConfig:
     return config
 
 
-def _health_check(s: _Section) -> HealthCheckConfig:
+def _health_check(s: Section) -> HealthCheckConfig:
     defaults = HealthCheckConfig()
     config = HealthCheckConfig(
         interval=s.duration("interval", defaults.interval),
@@ -498,7 +217,7 @@ def _health_check(s: _Section) -> HealthCheckConfig:
     return config
 
 
-def _outlier(s: _Section) -> OutlierPolicy:
+def _outlier(s: Section) -> OutlierPolicy:
     defaults = OutlierPolicy()
     config = OutlierPolicy(
         consecutive_failures=s.get("consecutive_failures", int, defaults.consecutive_failures, _positive),
@@ -511,7 +230,7 @@ def _outlier(s: _Section) -> OutlierPolicy:
     return config
 
 
-def _rule(s: _Section, routes: set[str]) -> RuleConfig:
+def _rule(s: Section, routes: set[str]) -> RuleConfig:
     when = s.section("when")
     task = when.text("task") or None
     pattern = when.text("match") or None
@@ -529,7 +248,7 @@ def _rule(s: _Section, routes: set[str]) -> RuleConfig:
     return RuleConfig(route=route, task=task, match=compiled)
 
 
-def _sessions(s: _Section) -> SessionsConfig:
+def _sessions(s: Section) -> SessionsConfig:
     store = s.text("store", SessionsConfig().store)
     if store not in SESSION_STORES:
         raise s.error("store", f"must be one of {', '.join(SESSION_STORES)}, got {store!r}")
@@ -546,7 +265,7 @@ def _sessions(s: _Section) -> SessionsConfig:
     return config
 
 
-def _tls(s: _Section) -> TlsConfig:
+def _tls(s: Section) -> TlsConfig:
     config = TlsConfig(cert=s.text("cert"), key=s.text("key"), client_ca=s.text("client_ca"))
     if bool(config.cert) != bool(config.key):
         raise s.error("key" if config.cert else "cert", "tls needs both cert and key")
@@ -560,7 +279,7 @@ def _tls(s: _Section) -> TlsConfig:
     return config
 
 
-def _api_keys(root: _Section) -> tuple[ApiKey, ...]:
+def _api_keys(root: Section) -> tuple[ApiKey, ...]:
     """`auth.keys`: each names exactly one source: `sha256` (hex digest of the
     key, safe to keep in config), `key_env` or `key_file`. `routes` lists the
     route or model names the key may use (omitted or "*": all); a name that
@@ -603,7 +322,7 @@ def _api_keys(root: _Section) -> tuple[ApiKey, ...]:
     return tuple(keys)
 
 
-def _logging(s: _Section) -> LoggingConfig:
+def _logging(s: Section) -> LoggingConfig:
     config = LoggingConfig(level=s.text("level", "info").lower(), format=s.text("format", "text").lower())
     if config.level not in LEVELS:
         raise s.error("level", f"must be one of {', '.join(LEVELS)}, got {config.level!r}")
@@ -613,7 +332,7 @@ def _logging(s: _Section) -> LoggingConfig:
     return config
 
 
-def _limits(s: _Section) -> LimitsConfig:
+def _limits(s: Section) -> LimitsConfig:
     config = LimitsConfig(
         max_messages=s.get("max_messages", int, LimitsConfig().max_messages, _positive),
         max_message_bytes=s.get("max_message_bytes", int, LimitsConfig().max_message_bytes, _positive),

@@ -1,0 +1,132 @@
+"""The typed, frozen values the config module hands to constructors."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+from adapters.http import HttpSettings
+from gateway.auth import ApiKey
+from gateway.domain import BackendKind
+from gateway.routing.state import OutlierPolicy
+
+STRATEGIES = ("weighted_round_robin", "least_used", "priority")
+AFFINITIES = ("none", "session")
+SESSION_STORES = ("memory", "sqlite", "redis")
+
+
+@dataclass(frozen=True, slots=True)
+class BackendConfig:
+    name: str
+    kind: BackendKind
+    url: str
+    api_key: str | None = field(default=None, repr=False)
+    weight: int = 1
+    priority: int = 0
+    models: tuple[str, ...] = ()
+    http: HttpSettings = HttpSettings()
+
+
+@dataclass(frozen=True, slots=True)
+class TargetConfig:
+    backend: str
+    model: str
+    weight: int
+    priority: int
+    first_token_timeout: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class RetryConfig:
+    """`attempts` includes the first; backoff before attempt n is
+    min(backoff * 2^(n-2), max_backoff) with +-20% jitter."""
+
+    attempts: int = 3
+    backoff: float = 0.025
+    max_backoff: float = 0.25
+
+
+@dataclass(frozen=True, slots=True)
+class RouteConfig:
+    name: str
+    strategy: str
+    targets: tuple[TargetConfig, ...]
+    retry: RetryConfig = RetryConfig()
+    first_token_timeout: float | None = None
+    affinity: str = "none"
+
+
+@dataclass(frozen=True, slots=True)
+class HealthCheckConfig:
+    """Active probes: each backend's model list is read every `interval`;
+    success marks it up (and refreshes its models), failure marks it down."""
+
+    interval: float = 10.0
+    timeout: float = 5.0
+
+
+@dataclass(frozen=True, slots=True)
+class RuleConfig:
+    route: str
+    task: str | None = None
+    match: re.Pattern[str] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class SessionsConfig:
+    store: str = "sqlite"
+    path: str = "./.turnout/sessions.db"
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    ttl: float = 86400.0
+    max_turns: int = 50
+    max_tokens: int = 16384
+    max_frames: int = 10_000
+
+
+@dataclass(frozen=True, slots=True)
+class LimitsConfig:
+    max_messages: int = 1024
+    max_message_bytes: int = 1 << 20
+    max_request_bytes: int = 16 << 20
+    max_tools: int = 128
+    max_metadata_entries: int = 64
+    max_metadata_bytes: int = 16 << 10
+
+
+@dataclass(frozen=True, slots=True)
+class TlsConfig:
+    """Server certificate and key (PEM files); with `client_ca`, clients must
+    present a certificate signed by it (mutual TLS)."""
+
+    cert: str = ""
+    key: str = ""
+    client_ca: str = ""
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.cert)
+
+
+@dataclass(frozen=True, slots=True)
+class LoggingConfig:
+    level: str = "info"
+    format: str = "text"
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    listen: str = "127.0.0.1:50051"
+    metrics_listen: str = "127.0.0.1:9464"
+    workers: int = 1
+    default_route: str = ""
+    shutdown_grace: float = 10.0
+    health_check: HealthCheckConfig = HealthCheckConfig()
+    outlier_detection: OutlierPolicy = OutlierPolicy()
+    sessions: SessionsConfig = SessionsConfig()
+    limits: LimitsConfig = LimitsConfig()
+    logging: LoggingConfig = LoggingConfig()
+    tls: TlsConfig = TlsConfig()
+    api_keys: tuple[ApiKey, ...] = ()
+    backends: tuple[BackendConfig, ...] = ()
+    routes: tuple[RouteConfig, ...] = ()
+    rules: tuple[RuleConfig, ...] = ()
