@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 BUF    := .tools/node_modules/.bin/buf
 CONFIG ?=
 
-.PHONY: setup run test soak bench proto lint clean demo test-real examples
+.PHONY: setup system-deps run test soak bench proto lint clean demo test-real examples
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -20,7 +20,11 @@ setup: $(VENV)/.installed
 run: setup
 	$(VENV)/bin/turnout serve $(if $(CONFIG),--config $(CONFIG))
 
-test: setup
+# redis-server, prometheus, nginx, npm, cmake, g++: installed with apt-get when missing.
+system-deps:
+	scripts/system-deps.sh
+
+test: setup system-deps
 	$(PY) -m pytest -q
 
 soak: setup
