@@ -1,8 +1,10 @@
 """`make bench`: measures, in one run on this machine, the same streams
 fetched straight from a non-Python upstream (nginx, the floor), from a bare
-grpc.aio server (the gRPC ceiling), through turnout with 1 and N workers, and
-through the LiteLLM proxy; then 2,000 concurrent open streams on one turnout
-worker. Prints one table with the ratios and writes bench/results.json.
+grpc.aio server (the gRPC ceiling: one message per upstream chunk; and the
+gRPC floor: the three messages turnout sends once chunks are coalesced),
+through turnout with 1 and N workers, and through the LiteLLM proxy; then
+2,000 concurrent open streams on one turnout worker. Prints one table with
+the ratios and writes bench/results.json.
 
     .venv/bin/python -m bench.run [--quick] [--skip-litellm]
 """
@@ -146,6 +148,7 @@ def ratios(results: dict) -> dict[str, float]:
 
     out = {}
     pairs = [("turnout_1w / direct", "turnout_1w", "direct"), ("turnout_1w / grpc_ceiling", "turnout_1w", "grpc_ceiling"),
+             ("turnout_1w / grpc_floor", "turnout_1w", "grpc_floor"),
              ("turnout_2w / grpc_ceiling_2w", "turnout_2w", "grpc_ceiling_2w"),
              ("turnout_1w / litellm_1w", "turnout_1w", "litellm_1w"), ("turnout_2w / direct", "turnout_2w", "direct")]
     for label, a, b in pairs:
@@ -182,6 +185,11 @@ def main() -> None:
                 with process([PYTHON, "-m", "bench.ceiling", str(port)], port) as proc:
                     results["grpc_ceiling"] = measure("grpc", f"127.0.0.1:{port}", proc.pid, args.quick)
                 print("grpc_ceiling", results["grpc_ceiling"], flush=True)
+            if wanted("grpc_floor"):
+                port = free_port()
+                with process([PYTHON, "-m", "bench.ceiling", str(port), "1", "coalesced"], port) as proc:
+                    results["grpc_floor"] = measure("grpc", f"127.0.0.1:{port}", proc.pid, args.quick)
+                print("grpc_floor", results["grpc_floor"], flush=True)
             if wanted("grpc_ceiling_2w"):
                 port = free_port()
                 with process([PYTHON, "-m", "bench.ceiling", str(port), "2"], port) as proc:
@@ -216,6 +224,9 @@ def main() -> None:
             nginx.terminate()
             nginx.wait()
     results["ratios"] = ratios(results)
+    if isinstance(results.get("grpc_floor"), dict) and isinstance(results.get("turnout_1w"), dict):
+        own = results["turnout_1w"]["latency"]["p50_ms"] - results["grpc_floor"]["latency"]["p50_ms"]
+        results["turnout_1w_p50_ms_beyond_grpc_floor"] = round(own, 2)
     (ROOT / "bench/results.json").write_text(json.dumps(results, indent=2) + "\n")
     if "direct" in results:
         print()
@@ -223,6 +234,8 @@ def main() -> None:
     print()
     for label, value in results["ratios"].items():
         print(f"{label:32} {value:>6.2f}x")
+    if "turnout_1w_p50_ms_beyond_grpc_floor" in results:
+        print(f"turnout 1 worker, p50 beyond the gRPC floor: {results['turnout_1w_p50_ms_beyond_grpc_floor']:.2f} ms")
     if "memory" in results:
         m = results["memory"]
         print(f"memory: {m['streams']} open streams on one worker: {m['rss_mb']} MB RSS (idle {m['idle_rss_mb']} MB)")
