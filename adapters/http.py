@@ -20,13 +20,14 @@ import email.utils
 import json
 import time
 from dataclasses import dataclass
-from typing import AsyncIterator, Iterator
+from typing import AsyncIterator, Callable, Iterator
 
 import aiohttp
 import httpx
 from httpx_aiohttp import AiohttpTransport
 
-from adapters.streams import StreamDecodeError, decode_errors, json_object
+from adapters.streams import StreamDecodeError, coalesce, decode_errors, json_object
+from gateway.domain import StreamEvent
 from gateway.errors import (
     BackendAuthFailed,
     BackendError,
@@ -190,6 +191,35 @@ async def raise_for_status(backend: str, response: httpx.Response) -> None:
         return
     body = await response.aread()
     raise error_for_status(backend, response.status_code, error_text(body), response.headers)
+
+
+async def stream_events(
+    client: httpx.AsyncClient,
+    backend: str,
+    path: str,
+    payload: dict,
+    decode: Callable[[bytes], list[StreamEvent]],
+    finished: Callable[[], bool],
+    terminator: str,
+) -> AsyncIterator[StreamEvent]:
+    """POSTs `payload` and yields the events `decode` makes of each network
+    read, consecutive deltas of one read coalesced into one. Once `finished()`
+    the rest of the body is drained so the connection can be reused; a body
+    that ends before then is a BackendProtocolError naming `terminator`.
+    Closing the iterator closes the upstream response at once."""
+    with translate_transport_errors(backend), decode_errors(backend):
+        async with client.stream("POST", path, json=payload) as response:
+            await raise_for_status(backend, response)
+            chunks = response.aiter_bytes()
+            async for data in chunks:
+                events = coalesce(decode(data))
+                if finished():
+                    await drain(chunks)
+                for event in events:
+                    yield event
+                if finished():
+                    return
+    raise BackendProtocolError(f"backend {backend!r} ended the stream before {terminator}")
 
 
 async def get_json(client: httpx.AsyncClient, backend: str, path: str) -> dict:

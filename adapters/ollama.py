@@ -14,9 +14,9 @@ from typing import AsyncIterator
 
 import httpx
 
-from adapters.http import drain, get_json, raise_for_status, translate_transport_errors
+from adapters.http import get_json, raise_for_status, stream_events, translate_transport_errors
 from adapters.payload import function_tools, sampling
-from adapters.streams import NDJSONDecoder, StreamDecodeError, coalesce, decode_errors, json_object, new_tool_call_id
+from adapters.streams import NDJSONDecoder, StreamDecodeError, decode_errors, json_object, new_tool_call_id
 from gateway.domain import (
     BackendKind,
     ChatRequest,
@@ -30,7 +30,7 @@ from gateway.domain import (
     ToolCall,
     Usage,
 )
-from gateway.errors import BackendProtocolError, BackendRejected, BackendServerError
+from gateway.errors import BackendRejected, BackendServerError
 
 
 def _tool_arguments(call: ToolCall) -> object:
@@ -60,7 +60,6 @@ def _message(message: Message) -> dict[str, object]:
     if message.tool_call_id:
         out["tool_call_id"] = message.tool_call_id
     return out
-
 
 
 def build_chat_payload(request: ChatRequest) -> dict[str, object]:
@@ -140,7 +139,6 @@ def _usage(final: dict) -> Usage | None:
     return Usage(prompt_tokens=prompt, completion_tokens=completion)
 
 
-
 class OllamaAdapter:
     """One Ollama server, reached through `client` (its base_url is the server root)."""
 
@@ -150,21 +148,13 @@ class OllamaAdapter:
         self.name = name
         self._client = client
 
-    async def stream_chat(self, request: ChatRequest) -> AsyncIterator[StreamEvent]:
+    def stream_chat(self, request: ChatRequest) -> AsyncIterator[StreamEvent]:
         lines, chat = NDJSONDecoder(), OllamaChatDecoder(self.name)
-        with translate_transport_errors(self.name), decode_errors(self.name):
-            async with self._client.stream("POST", "/api/chat", json=build_chat_payload(request)) as response:
-                await raise_for_status(self.name, response)
-                chunks = response.aiter_bytes()
-                async for data in chunks:
-                    events = coalesce([event for obj in lines.feed(data) for event in chat.feed(json_object(obj))])
-                    if chat.finished:
-                        await drain(chunks)
-                    for event in events:
-                        yield event
-                    if chat.finished:
-                        return
-        raise BackendProtocolError(f"backend {self.name!r} ended the stream before done")
+        return stream_events(
+            self._client, self.name, "/api/chat", build_chat_payload(request),
+            decode=lambda data: [event for obj in lines.feed(data) for event in chat.feed(json_object(obj))],
+            finished=lambda: chat.finished, terminator="done",
+        )
 
     async def list_models(self) -> list[ModelInfo]:
         body = await get_json(self._client, self.name, "/api/tags")
@@ -209,9 +199,6 @@ class OllamaAdapter:
                         yield json_object(obj)
                 for obj in lines.flush():
                     yield json_object(obj)
-
-
-
 
 
 def _model_info(model: dict) -> ModelInfo:

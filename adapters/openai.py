@@ -15,9 +15,9 @@ from typing import AsyncIterator
 
 import httpx
 
-from adapters.http import drain, error_message, get_json, raise_for_status, translate_transport_errors
+from adapters.http import error_message, get_json, stream_events
 from adapters.payload import function_tools, sampling
-from adapters.streams import SSEDecoder, StreamDecodeError, coalesce, decode_errors, json_object, new_tool_call_id
+from adapters.streams import SSEDecoder, StreamDecodeError, decode_errors, json_object, new_tool_call_id
 from gateway.domain import (
     BackendKind,
     ChatRequest,
@@ -87,7 +87,6 @@ def _message(message: Message) -> dict[str, object]:
     if message.role is Role.TOOL:
         out["tool_call_id"] = message.tool_call_id
     return out
-
 
 
 def build_chat_payload(request: ChatRequest) -> dict[str, object]:
@@ -191,8 +190,6 @@ class OpenAIChatDecoder:
         return [Delta(tool_calls=calls)]
 
 
-
-
 class OpenAIAdapter:
     """One OpenAI-compatible server, reached through `client` (base_url ends in /v1)."""
 
@@ -202,23 +199,13 @@ class OpenAIAdapter:
         self.name = name
         self._client = client
 
-    async def stream_chat(self, request: ChatRequest) -> AsyncIterator[StreamEvent]:
-        payload = build_chat_payload(request)
-        events = SSEDecoder()
-        chat = OpenAIChatDecoder(self.name)
-        with translate_transport_errors(self.name), decode_errors(self.name):
-            async with self._client.stream("POST", "chat/completions", json=payload) as response:
-                await raise_for_status(self.name, response)
-                chunks = response.aiter_bytes()
-                async for data in chunks:
-                    items = coalesce([item for event in events.feed(data) for item in chat.feed(event.data)])
-                    if chat.finished:
-                        await drain(chunks)
-                    for item in items:
-                        yield item
-                    if chat.finished:
-                        return
-        raise BackendProtocolError(f"backend {self.name!r} ended the stream before [DONE]")
+    def stream_chat(self, request: ChatRequest) -> AsyncIterator[StreamEvent]:
+        events, chat = SSEDecoder(), OpenAIChatDecoder(self.name)
+        return stream_events(
+            self._client, self.name, "chat/completions", build_chat_payload(request),
+            decode=lambda data: [item for event in events.feed(data) for item in chat.feed(event.data)],
+            finished=lambda: chat.finished, terminator="[DONE]",
+        )
 
     async def list_models(self) -> list[ModelInfo]:
         body = await get_json(self._client, self.name, "models")
@@ -240,6 +227,5 @@ class OpenAIAdapter:
 
     async def aclose(self) -> None:
         await self._client.aclose()
-
 
 
