@@ -9,10 +9,15 @@
    RetryInfo). Health checks stay open.
 3. The key is set in gateway.auth.CURRENT_KEY inside the handler's own task,
    where the servicers read it (route permission, session ownership, logs).
+   Streaming handlers are driven by a coroutine that writes each response,
+   not by an async generator handed to gRPC: a cancelled call then unwinds in
+   the RPC's own task, so its concurrency slot is released there and then
+   (an abandoned generator would be finalized later, in another context).
 """
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import time
 import uuid
@@ -22,6 +27,7 @@ from typing import Any, Awaitable, Callable
 import grpc
 
 from gateway.auth import CURRENT_KEY, ApiKey, KeyRing, Limiter
+from gateway.metrics import Metrics
 from gateway.errors import InvalidRequest, LimitExceeded, PermissionDenied, TurnoutError, Unauthenticated
 from gateway.services.status import abort
 
@@ -49,8 +55,9 @@ def _safe(deserializer: Callable[[bytes], Any] | None, method: str) -> Callable[
 
 
 class Guard(grpc.aio.ServerInterceptor):
-    def __init__(self, keys: KeyRing, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(self, keys: KeyRing, metrics: Metrics, clock: Callable[[], float] = time.monotonic) -> None:
         self._keys = keys
+        self._metrics = metrics
         self._limiter = Limiter()
         self._clock = clock
 
@@ -89,7 +96,12 @@ class Guard(grpc.aio.ServerInterceptor):
         wait = self._limiter.admit(key, self._clock())
         if wait is not None:
             raise LimitExceeded(f"key {key.name!r} is over its concurrency or requests-per-minute limit", wait)
+        self._metrics.key_streams_in_flight.labels(key.name).inc()
         return True
+
+    def _release(self, key: ApiKey) -> None:
+        self._limiter.release(key)
+        self._metrics.key_streams_in_flight.labels(key.name).dec()
 
     def _wrap(self, handler: grpc.RpcMethodHandler, details: grpc.HandlerCallDetails) -> grpc.RpcMethodHandler:
         method = details.method
@@ -105,27 +117,19 @@ class Guard(grpc.aio.ServerInterceptor):
             except TurnoutError as exc:
                 await abort(context, exc, uuid.uuid4().hex)
 
-        if streaming and inspect.isasyncgenfunction(inner):
-            async def behavior(request: Any, context: grpc.aio.ServicerContext):
-                key, admitted = await enter(request, context)
-                token = CURRENT_KEY.set(key)
-                try:
-                    async for response in inner(request, context):
-                        yield response
-                finally:
-                    CURRENT_KEY.reset(token)
-                    if admitted:
-                        self._limiter.release(key)
-        else:
-            async def behavior(request: Any, context: grpc.aio.ServicerContext):
-                key, admitted = await enter(request, context)
-                token = CURRENT_KEY.set(key)
-                try:
+        async def behavior(request: Any, context: grpc.aio.ServicerContext) -> Any:
+            key, admitted = await enter(request, context)
+            token = CURRENT_KEY.set(key)
+            try:
+                if not inspect.isasyncgenfunction(inner):
                     return await inner(request, context)
-                finally:
-                    CURRENT_KEY.reset(token)
-                    if admitted:
-                        self._limiter.release(key)
+                async with contextlib.aclosing(inner(request, context)) as responses:
+                    async for response in responses:
+                        await context.write(response)
+            finally:
+                if admitted:
+                    self._release(key)
+                CURRENT_KEY.reset(token)
 
         make = grpc.unary_stream_rpc_method_handler if streaming else grpc.unary_unary_rpc_method_handler
         return make(behavior, request_deserializer=_safe(handler.request_deserializer, method),

@@ -12,6 +12,7 @@
 | turnout_tokens_total                   | counter   | backend, model, kind        | tokens the backend reported (prompt, completion) |
 | turnout_build_info                     | gauge     | version                     | always 1                     |
 | turnout_key_requests_total             | counter   | key, code                   | once per Generate/Complete, by API key name ("none" without auth) |
+| turnout_key_streams_in_flight          | gauge     | key                         | generations holding one of the key's concurrency slots |
 
 Label values are bounded: routes and backends come from config, models from
 config or discovery, codes and kinds from fixed enums; a request that never
@@ -71,6 +72,10 @@ class Metrics:
         self.key_requests = Counter(
             "turnout_key_requests", "Generate and Complete calls by API key name and gRPC status code",
             ["key", "code"], registry=registry,
+        )
+        self.key_streams_in_flight = Gauge(
+            "turnout_key_streams_in_flight", "Generations holding one of the API key's concurrency slots",
+            ["key"], registry=registry, multiprocess_mode="livesum",
         )
         self.build_info = Gauge(
             "turnout_build_info", "Always 1; the version label says which build runs",

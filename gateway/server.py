@@ -143,7 +143,7 @@ class Gateway:
         and starts serving."""
         self.health = health.aio.HealthServicer()
         self.server = grpc.aio.server(
-            interceptors=[Guard(KeyRing(self.config.api_keys))],
+            interceptors=[Guard(KeyRing(self.config.api_keys), self.metrics)],
             options=[
                 ("grpc.max_receive_message_length", self.config.limits.max_request_bytes),
                 ("grpc.so_reuseport", 1 if self.config.workers > 1 else 0),
