@@ -14,6 +14,7 @@ from typing import AsyncIterator
 
 import httpx
 
+from adapters.controls import ollama_controls
 from adapters.http import get_json, raise_for_status, stream_events, translate_transport_errors
 from adapters.payload import function_tools, sampling
 from adapters.streams import NDJSONDecoder, StreamDecodeError, decode_errors, json_object, new_tool_call_id
@@ -59,6 +60,8 @@ def _message(message: Message) -> dict[str, object]:
         out["tool_name"] = message.tool_name
     if message.tool_call_id:
         out["tool_call_id"] = message.tool_call_id
+    if message.reasoning:
+        out["thinking"] = message.reasoning
     return out
 
 
@@ -74,7 +77,7 @@ def build_chat_payload(request: ChatRequest) -> dict[str, object]:
     options = sampling(request.options, "num_predict")
     if options:
         payload["options"] = options
-    return payload
+    return ollama_controls(payload, request)
 
 
 def _tool_call(raw: object) -> ToolCall:

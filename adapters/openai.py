@@ -15,6 +15,7 @@ from typing import AsyncIterator
 
 import httpx
 
+from adapters.controls import openai_controls
 from adapters.http import error_message, get_json, stream_events
 from adapters.payload import function_tools, sampling
 from adapters.streams import SSEDecoder, StreamDecodeError, decode_errors, json_object, new_tool_call_id
@@ -100,7 +101,7 @@ def build_chat_payload(request: ChatRequest) -> dict[str, object]:
     if request.tools:
         payload["tools"] = function_tools(request.tools)
     payload.update(sampling(request.options, "max_tokens"))
-    return payload
+    return openai_controls(payload, request)
 
 
 class OpenAIChatDecoder:

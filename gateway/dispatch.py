@@ -20,15 +20,17 @@ Consumers must close the generator (contextlib.aclosing) when they stop early.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import random
 import time
 from dataclasses import dataclass
-from typing import AsyncIterator, Callable, Mapping
+from typing import AsyncIterator, Callable, Mapping, Protocol
 
 from adapters.base import Adapter
 from gateway.domain import (
     ChatRequest,
+    Controls,
     Delta,
     Finish,
     FinishReason,
@@ -69,6 +71,28 @@ class Generation:
     task: str = ""
     session_id: str = ""
     allowed_routes: frozenset[str] | None = None
+    controls: Controls = Controls()
+
+    def open(self, adapter: Adapter, target: Target) -> AsyncIterator[Delta | Finish]:
+        """One attempt's upstream stream; the request's backend options win
+        key by key over the target's (which hold the route's)."""
+        options = {**target.options, **self.controls.backend_options}
+        controls = dataclasses.replace(self.controls, backend_options=options)
+        return adapter.stream_chat(ChatRequest(target.model, self.messages, self.tools, self.options, controls))
+
+
+class Work(Protocol):
+    """What `Dispatcher.run` routes: a request whose attempt is an upstream
+    stream of events ending in a Finish."""
+
+    request_id: str
+    model: str
+    messages: tuple[Message, ...]
+    task: str
+    session_id: str
+    allowed_routes: frozenset[str] | None
+
+    def open(self, adapter: Adapter, target: Target) -> AsyncIterator[Delta | Finish]: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,7 +155,7 @@ class Dispatcher:
         self._affinity = Affinity()
 
     async def run(
-        self, generation: Generation, deadline: float | None = None, trace: Trace | None = None
+        self, generation: Work, deadline: float | None = None, trace: Trace | None = None
     ) -> AsyncIterator[GenerationEvent]:
         """`deadline` is the caller's, in this dispatcher's clock; None for none.
         `trace`, when given, is filled in with what happened."""
@@ -156,9 +180,7 @@ class Dispatcher:
             trace.backend, trace.model, trace.attempts = target.backend, target.model, plan.attempt
             state = self._states[target.backend]
             in_flight = self._metrics.in_flight.labels(target.backend)
-            stream = self._adapters[target.backend].stream_chat(
-                ChatRequest(target.model, generation.messages, generation.tools, generation.options)
-            )
+            stream = generation.open(self._adapters[target.backend], target)
             state.begin()
             in_flight.inc()
             try:
@@ -247,7 +269,7 @@ class Dispatcher:
             ) from None
 
     @staticmethod
-    def _started(generation: Generation, route: str, target: Target, attempt: int) -> Started:
+    def _started(generation: Work, route: str, target: Target, attempt: int) -> Started:
         return Started(
             request_id=generation.request_id,
             session_id=generation.session_id,

@@ -26,6 +26,26 @@ class FinishReason(enum.Enum):
     CONTENT_FILTER = "content_filter"
 
 
+class OutputKind(enum.Enum):
+    TEXT = "text"
+    JSON_OBJECT = "json_object"
+    JSON_SCHEMA = "json_schema"
+
+
+class ToolChoiceMode(enum.Enum):
+    AUTO = "auto"
+    NONE = "none"
+    REQUIRED = "required"
+
+
+class Reasoning(enum.Enum):
+    OFF = "off"
+    ON = "on"
+    LOW = "low"
+    MEDIUM = "medium"
+    HIGH = "high"
+
+
 class BackendKind(enum.Enum):
     OLLAMA = "ollama"
     OPENAI = "openai"
@@ -57,6 +77,7 @@ class Message:
     tool_calls: tuple[ToolCall, ...] = ()
     tool_call_id: str = ""
     tool_name: str = ""
+    reasoning: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,6 +92,36 @@ class Options:
 
 
 @dataclass(frozen=True, slots=True)
+class ResponseFormat:
+    """Text, any JSON object, or JSON following `schema` (a parsed JSON Schema object)."""
+
+    kind: OutputKind = OutputKind.TEXT
+    name: str = ""
+    schema: Mapping[str, object] = field(default_factory=dict)
+    strict: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class ToolChoice:
+    """A mode, or (with `tool`) the one tool the model must call."""
+
+    mode: ToolChoiceMode = ToolChoiceMode.AUTO
+    tool: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Controls:
+    """Generation controls beyond sampling; None means "not asked for", so
+    nothing is sent. `backend_options` is the parsed JSON object of extra
+    backend parameters, already merged over the config's defaults."""
+
+    response_format: ResponseFormat | None = None
+    tool_choice: ToolChoice | None = None
+    reasoning: Reasoning | None = None
+    backend_options: Mapping[str, object] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
 class ChatRequest:
     """What an adapter sends upstream: `model` is the upstream model name."""
 
@@ -78,6 +129,7 @@ class ChatRequest:
     messages: tuple[Message, ...]
     tools: tuple[Tool, ...] = ()
     options: Options = Options()
+    controls: Controls = Controls()
 
 
 @dataclass(frozen=True, slots=True)

@@ -3,6 +3,7 @@ rejecting unknown keys and naming the key and line of every problem."""
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 from typing import Mapping
@@ -166,6 +167,7 @@ def _route(s: Section, backends: Mapping[str, BackendConfig]) -> RouteConfig:
                 weight=t.get("weight", int, backend.weight, _positive),
                 priority=t.get("priority", int, backend.priority, _non_negative),
                 first_token_timeout=_optional_duration(t, "first_token_timeout"),
+                options=_options(t),
             )
         )
         t.done()
@@ -181,9 +183,25 @@ def _route(s: Section, backends: Mapping[str, BackendConfig]) -> RouteConfig:
         retry=_retry(s.section("retry")),
         first_token_timeout=_optional_duration(s, "first_token_timeout"),
         affinity=affinity,
+        options=_options(s),
     )
     s.done()
     return config
+
+
+def _options(s: Section) -> dict[str, object]:
+    """`options:` backend option defaults (a mapping passed through as JSON),
+    overridden key by key by a request's backend_options."""
+    value = s.raw("options")
+    if value is None:
+        return {}
+    if not isinstance(value, dict) or not all(isinstance(key, str) for key in value):
+        raise s.error("options", "must be a mapping of option names to values, e.g. {num_ctx: 8192}")
+    try:
+        json.dumps(value)
+    except (TypeError, ValueError) as exc:
+        raise s.error("options", f"must hold JSON values only ({exc})") from None
+    return value
 
 
 def _optional_duration(s: Section, name: str) -> float | None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from typing import Mapping
 
 from adapters.http import HttpSettings
 from gateway.auth import ApiKey
@@ -34,6 +35,7 @@ class TargetConfig:
     weight: int
     priority: int
     first_token_timeout: float | None = None
+    options: Mapping[str, object] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,6 +56,7 @@ class RouteConfig:
     retry: RetryConfig = RetryConfig()
     first_token_timeout: float | None = None
     affinity: str = "none"
+    options: Mapping[str, object] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)

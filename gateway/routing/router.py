@@ -114,7 +114,8 @@ class Router:
             r.name: Route(
                 name=r.name,
                 targets=tuple(
-                    Target(t.backend, t.model, t.weight, t.priority, t.first_token_timeout) for t in r.targets
+                    Target(t.backend, t.model, t.weight, t.priority, t.first_token_timeout, {**r.options, **t.options})
+                    for t in r.targets
                 ),
                 strategy=make_strategy(r.strategy),
                 retry=r.retry,

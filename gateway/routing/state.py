@@ -2,7 +2,8 @@
 outlier ejection.
 
 A Target is (backend, upstream model, weight, priority): frozen and hashable,
-so strategies can key their state by it. BackendState is the only mutable
+so strategies can key their state by it. Its `options` (the config's backend
+option defaults, the route's merged with the target's) take no part in that. BackendState is the only mutable
 routing state. It is pure: every method that depends on time takes `now`
 (monotonic seconds), so tests drive it with a fake clock.
 
@@ -17,8 +18,9 @@ probe succeeds.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import Enum
+from typing import Mapping
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,6 +30,7 @@ class Target:
     weight: int = 1
     priority: int = 0
     first_token_timeout: float | None = None
+    options: Mapping[str, object] = field(default_factory=dict, compare=False, hash=False)
 
 
 @dataclass(frozen=True, slots=True)

@@ -4,7 +4,6 @@ caller would write it (`messages[2].role`, `tools[0].parameters`)."""
 
 from __future__ import annotations
 
-import json
 import re
 from typing import Mapping
 
@@ -14,6 +13,7 @@ from gateway.config import LimitsConfig
 from gateway.dispatch import Completed, Generation, Started
 from gateway.domain import Delta, FinishReason, Message, Options, Role, Tool, ToolCall, Usage
 from gateway.errors import InvalidRequest
+from gateway.services.controls import json_object, to_controls
 from turnout.v1 import common_pb2, generate_pb2
 
 ROLES = {
@@ -44,14 +44,16 @@ def to_generation(request: generate_pb2.GenerateRequest, limits: LimitsConfig, r
     if len(request.tools) > limits.max_tools:
         raise InvalidRequest("tools", f"has {len(request.tools)} tools; the limit is {limits.max_tools}")
     metadata(request.metadata, "metadata", limits)
+    tools = _tools(request.tools)
     return Generation(
         request_id=request_id,
         model=request.model.strip(),
         messages=tuple(_message(m, f"messages[{i}]", limits) for i, m in enumerate(request.messages)),
-        tools=_tools(request.tools),
+        tools=tools,
         options=_options(request.options) if request.HasField("options") else Options(),
         task=request.task,
         session_id=request.session_id,
+        controls=to_controls(request, tools),
     )
 
 
@@ -68,13 +70,15 @@ def _message(m: generate_pb2.Message, field: str, limits: LimitsConfig) -> Messa
     role = ROLES.get(m.role)
     if role is None:
         raise InvalidRequest(f"{field}.role", "must be ROLE_SYSTEM, ROLE_USER, ROLE_ASSISTANT or ROLE_TOOL")
-    size = len(m.content.encode()) + sum(len(image) for image in m.images)
+    size = len(m.content.encode()) + len(m.reasoning.encode()) + sum(len(image) for image in m.images)
     if size > limits.max_message_bytes:
         raise InvalidRequest(field, f"is {size} bytes with its images; the limit is {limits.max_message_bytes}")
     if m.images and role is not Role.USER:
         raise InvalidRequest(f"{field}.images", "only user messages may carry images")
     if m.tool_calls and role is not Role.ASSISTANT:
         raise InvalidRequest(f"{field}.tool_calls", "only assistant messages may carry tool calls")
+    if m.reasoning and role is not Role.ASSISTANT:
+        raise InvalidRequest(f"{field}.reasoning", "only assistant messages may carry reasoning")
     calls = []
     for j, call in enumerate(m.tool_calls):
         if not call.name:
@@ -88,22 +92,13 @@ def _message(m: generate_pb2.Message, field: str, limits: LimitsConfig) -> Messa
         tool_calls=tuple(calls),
         tool_call_id=m.tool_call_id,
         tool_name=m.tool_name,
+        reasoning=m.reasoning,
     )
-
-
-def _json_object(text: str, field: str) -> dict[str, object]:
-    try:
-        value = json.loads(text)
-    except ValueError as exc:
-        raise InvalidRequest(field, f"is not valid JSON ({exc.msg} at position {exc.pos})") from None
-    if not isinstance(value, dict):
-        raise InvalidRequest(field, f"must be a JSON object, not {type(value).__name__}")
-    return value
 
 
 def json_object_text(text: str, field: str) -> str:
     """Tool-call arguments: JSON object text, "" meaning {}."""
-    _json_object(text or "{}", field)
+    json_object(text or "{}", field)
     return text or "{}"
 
 
@@ -116,7 +111,7 @@ def _tools(tools: list[generate_pb2.Tool]) -> tuple[Tool, ...]:
         if tool.name in seen:
             raise InvalidRequest(f"tools[{i}].name", f"duplicate tool name {tool.name!r}")
         seen.add(tool.name)
-        parameters = _json_object(tool.parameters, f"tools[{i}].parameters") if tool.parameters else {}
+        parameters = json_object(tool.parameters, f"tools[{i}].parameters") if tool.parameters else {}
         out.append(Tool(name=tool.name, description=tool.description, parameters=parameters))
     return tuple(out)
 

@@ -58,6 +58,7 @@ class GenerateServicer(generate_pb2_grpc.GenerateServiceServicer):
         deadline = None if remaining is None else time.monotonic() + remaining
         started: Started | None = None
         content: list[str] = []
+        reasoning: list[str] = []
         calls: list[ToolCall] = []
         async with contextlib.aclosing(self._dispatcher.run(generation, deadline, outcome.trace)) as events:
             async for event in events:
@@ -65,9 +66,12 @@ class GenerateServicer(generate_pb2_grpc.GenerateServiceServicer):
                     started = event
                 elif isinstance(event, Delta):
                     content.append(event.content)
+                    reasoning.append(event.reasoning)
                     calls.extend(event.tool_calls)
                 elif generation.session_id and started is not None:  # Completed: record, then tell the caller
-                    answer = Answer("".join(content), tuple(calls), started.backend, started.model)
+                    answer = Answer(
+                        "".join(content), tuple(calls), started.backend, started.model, "".join(reasoning)
+                    )
                     await self._conversations.record(generation.session_id, new, answer)
                 yield event
 

@@ -10,7 +10,7 @@ import grpc
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from gateway.config import LimitsConfig, SessionsConfig
-from gateway.domain import ToolCall
+from gateway.domain import Role, ToolCall
 from gateway.errors import InvalidRequest, NotFound
 from gateway.auth import owner
 from gateway.services.convert import ROLES, TO_PB_ROLE, json_object_text, metadata, tool_calls_pb
@@ -46,7 +46,7 @@ def frame_pb(f: FrameRecord) -> session_pb2.Frame:
     return session_pb2.Frame(
         seq=f.seq, role=TO_PB_ROLE[f.role], content=f.content, tool_calls=tool_calls_pb(f.tool_calls),
         tool_call_id=f.tool_call_id, state=f.state, metadata=dict(f.metadata), create_time=timestamp(f.create_time),
-        backend=f.backend, model=f.model,
+        backend=f.backend, model=f.model, reasoning=f.reasoning,
     )
 
 
@@ -54,7 +54,7 @@ def new_frame(f: session_pb2.Frame, limits: LimitsConfig) -> NewFrame:
     role = ROLES.get(f.role)
     if role is None:
         raise InvalidRequest("frame.role", "must be ROLE_SYSTEM, ROLE_USER, ROLE_ASSISTANT or ROLE_TOOL")
-    size = len(f.content.encode()) + sum(len(c.arguments.encode()) for c in f.tool_calls)
+    size = len(f.content.encode()) + len(f.reasoning.encode()) + sum(len(c.arguments.encode()) for c in f.tool_calls)
     if size > limits.max_message_bytes:
         raise InvalidRequest("frame", f"is {size} bytes; the limit is {limits.max_message_bytes}")
     calls = []
@@ -63,11 +63,13 @@ def new_frame(f: session_pb2.Frame, limits: LimitsConfig) -> NewFrame:
             raise InvalidRequest(f"frame.tool_calls[{i}].name", "is required")
         arguments = json_object_text(call.arguments, f"frame.tool_calls[{i}].arguments")
         calls.append(ToolCall(call.id, call.name, arguments))
+    if f.reasoning and role is not Role.ASSISTANT:
+        raise InvalidRequest("frame.reasoning", "only assistant frames may carry reasoning")
     if len(f.state) > 128:
         raise InvalidRequest("frame.state", "is longer than 128 characters")
     return NewFrame(
         role=role, content=f.content, tool_calls=tuple(calls), tool_call_id=f.tool_call_id, state=f.state,
-        metadata=metadata(f.metadata, "frame.metadata", limits),
+        metadata=metadata(f.metadata, "frame.metadata", limits), reasoning=f.reasoning,
     )
 
 

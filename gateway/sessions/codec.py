@@ -101,6 +101,7 @@ def frame_to_json(frame: NewFrame, create_time: float) -> str:
             "metadata": dict(frame.metadata),
             "backend": frame.backend,
             "model": frame.model,
+            "reasoning": frame.reasoning,
         },
         separators=(",", ":"),
         ensure_ascii=False,
@@ -120,6 +121,7 @@ def frame_from_json(seq: int, text: str) -> FrameRecord:
         metadata=data["metadata"],
         backend=data["backend"],
         model=data["model"],
+        reasoning=data.get("reasoning", ""),
     )
 
 
@@ -135,6 +137,7 @@ def record_frame(seq: int, frame: NewFrame, create_time: float) -> FrameRecord:
         metadata=dict(frame.metadata),
         backend=frame.backend,
         model=frame.model,
+        reasoning=frame.reasoning,
     )
 
 

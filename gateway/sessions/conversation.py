@@ -29,6 +29,7 @@ class Answer:
     tool_calls: tuple[ToolCall, ...]
     backend: str
     model: str
+    reasoning: str = ""
 
 
 class Conversations:
@@ -63,13 +64,16 @@ class Conversations:
 
     async def record(self, session_id: str, new: tuple[Message, ...], answer: Answer) -> None:
         frames = [
-            NewFrame(role=m.role, content=m.content, tool_calls=m.tool_calls, tool_call_id=m.tool_call_id)
+            NewFrame(
+                role=m.role, content=m.content, tool_calls=m.tool_calls, tool_call_id=m.tool_call_id,
+                reasoning=m.reasoning,
+            )
             for m in new
         ]
         frames.append(
             NewFrame(
                 role=Role.ASSISTANT, content=answer.content, tool_calls=answer.tool_calls,
-                state="completed", backend=answer.backend, model=answer.model,
+                state="completed", backend=answer.backend, model=answer.model, reasoning=answer.reasoning,
             )
         )
         await self._store.append(session_id, frames, ttl_if_created=self._config.ttl, owner=owner())

@@ -27,7 +27,7 @@ def estimate_tokens(text: str) -> int:
 
 def message_tokens(message: Message) -> int:
     """The estimate for one message: its text, tool calls and MESSAGE_OVERHEAD."""
-    texts = [message.content, message.tool_call_id]
+    texts = [message.content, message.reasoning, message.tool_call_id]
     texts += [call.name + call.arguments for call in message.tool_calls]
     return MESSAGE_OVERHEAD + sum(estimate_tokens(text) for text in texts)
 
@@ -43,7 +43,7 @@ def frames_to_messages(frames: Sequence[FrameRecord]) -> list[Message]:
         messages.append(
             Message(
                 role=frame.role, content=frame.content, tool_calls=frame.tool_calls,
-                tool_call_id=frame.tool_call_id, tool_name=tool_name,
+                tool_call_id=frame.tool_call_id, tool_name=tool_name, reasoning=frame.reasoning,
             )
         )
     return messages

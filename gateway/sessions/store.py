@@ -48,6 +48,7 @@ class NewFrame:
     metadata: Mapping[str, str] = field(default_factory=dict)
     backend: str = ""
     model: str = ""
+    reasoning: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,6 +63,7 @@ class FrameRecord:
     metadata: Mapping[str, str] = field(default_factory=dict)
     backend: str = ""
     model: str = ""
+    reasoning: str = ""
 
 
 @dataclass(frozen=True, slots=True)

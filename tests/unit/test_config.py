@@ -84,3 +84,14 @@ def test_embedded_default_is_ollama_then_openai_fallback():
 def test_redact_url_hides_user_and_password():
     assert config.redact_url("https://u:p@h.example:8443/v1") == "https://***@h.example:8443/v1"
     assert config.redact_url("http://h:1/v1") == "http://h:1/v1"
+
+
+def test_route_and_target_options_are_json_mappings():
+    text = SKETCH.replace("strategy: weighted_round_robin", "strategy: weighted_round_robin\n    options: {num_ctx: 8192}")
+    text = text.replace("{backend: gpu-a, model: llama3:8b}", "{backend: gpu-a, model: llama3:8b, options: {top_k: 20}}")
+    route = config.parse(text, {"CLOUD_KEY": "k"}).routes[0]
+    assert route.options == {"num_ctx": 8192} and route.targets[0].options == {"top_k": 20}
+    with pytest.raises(config.ConfigError, match=r"routes\[0\]\.options \(line \d+\): must be a mapping"):
+        config.parse(SKETCH.replace("strategy: weighted_round_robin", "options: [1]"), {"CLOUD_KEY": "k"})
+    with pytest.raises(config.ConfigError, match=r"routes\[0\]\.options \(line \d+\): must hold JSON values"):
+        config.parse(SKETCH.replace("strategy: weighted_round_robin", "options: {day: 2024-01-01}"), {"CLOUD_KEY": "k"})

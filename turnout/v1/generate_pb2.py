@@ -26,7 +26,7 @@ from google.protobuf import duration_pb2 as google_dot_protobuf_dot_duration__pb
 from turnout.v1 import common_pb2 as turnout_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19turnout/v1/generate.proto\x12\nturnout.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x17turnout/v1/common.proto\"=\n\x04Tool\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x02 \x01(\t\x12\x12\n\nparameters\x18\x03 \x01(\t\"\x9d\x01\n\x07Message\x12\x1e\n\x04role\x18\x01 \x01(\x0e\x32\x10.turnout.v1.Role\x12\x0f\n\x07\x63ontent\x18\x02 \x01(\t\x12\x0e\n\x06images\x18\x03 \x03(\x0c\x12(\n\ntool_calls\x18\x04 \x03(\x0b\x32\x14.turnout.v1.ToolCall\x12\x14\n\x0ctool_call_id\x18\x05 \x01(\t\x12\x11\n\ttool_name\x18\x06 \x01(\t\"\xad\x01\n\x11GenerationOptions\x12\x18\n\x0btemperature\x18\x01 \x01(\x01H\x00\x88\x01\x01\x12\x12\n\x05top_p\x18\x02 \x01(\x01H\x01\x88\x01\x01\x12\x17\n\nmax_tokens\x18\x03 \x01(\rH\x02\x88\x01\x01\x12\x0c\n\x04stop\x18\x04 \x03(\t\x12\x11\n\x04seed\x18\x05 \x01(\x03H\x03\x88\x01\x01\x42\x0e\n\x0c_temperatureB\x08\n\x06_top_pB\r\n\x0b_max_tokensB\x07\n\x05_seed\"\xa8\x02\n\x0fGenerateRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12%\n\x08messages\x18\x02 \x03(\x0b\x32\x13.turnout.v1.Message\x12\x12\n\nsession_id\x18\x03 \x01(\t\x12\x1f\n\x05tools\x18\x04 \x03(\x0b\x32\x10.turnout.v1.Tool\x12.\n\x07options\x18\x05 \x01(\x0b\x32\x1d.turnout.v1.GenerationOptions\x12\x0c\n\x04task\x18\x06 \x01(\t\x12;\n\x08metadata\x18\x07 \x03(\x0b\x32).turnout.v1.GenerateRequest.MetadataEntry\x1a/\n\rMetadataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"y\n\x0fGenerateStarted\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x12\n\nsession_id\x18\x02 \x01(\t\x12\r\n\x05route\x18\x03 \x01(\t\x12\x0f\n\x07\x62\x61\x63kend\x18\x04 \x01(\t\x12\r\n\x05model\x18\x05 \x01(\t\x12\x0f\n\x07\x61ttempt\x18\x06 \x01(\r\"]\n\rGenerateDelta\x12\x0f\n\x07\x63ontent\x18\x01 \x01(\t\x12\x11\n\treasoning\x18\x02 \x01(\t\x12(\n\ntool_calls\x18\x03 \x03(\x0b\x32\x14.turnout.v1.ToolCall\"k\n\x05Usage\x12\x1a\n\rprompt_tokens\x18\x01 \x01(\rH\x00\x88\x01\x01\x12\x1e\n\x11\x63ompletion_tokens\x18\x02 \x01(\rH\x01\x88\x01\x01\x42\x10\n\x0e_prompt_tokensB\x14\n\x12_completion_tokens\"\xcd\x01\n\x11GenerateCompleted\x12/\n\rfinish_reason\x18\x01 \x01(\x0e\x32\x18.turnout.v1.FinishReason\x12 \n\x05usage\x18\x02 \x01(\x0b\x32\x11.turnout.v1.Usage\x12\x36\n\x13time_to_first_token\x18\x03 \x01(\x0b\x32\x19.google.protobuf.Duration\x12-\n\ntotal_time\x18\x04 \x01(\x0b\x32\x19.google.protobuf.Duration\"\xab\x01\n\x10GenerateResponse\x12.\n\x07started\x18\x01 \x01(\x0b\x32\x1b.turnout.v1.GenerateStartedH\x00\x12*\n\x05\x64\x65lta\x18\x02 \x01(\x0b\x32\x19.turnout.v1.GenerateDeltaH\x00\x12\x32\n\tcompleted\x18\x03 \x01(\x0b\x32\x1d.turnout.v1.GenerateCompletedH\x00\x42\x07\n\x05\x65vent\"?\n\x0f\x43ompleteRequest\x12,\n\x07request\x18\x01 \x01(\x0b\x32\x1b.turnout.v1.GenerateRequest\"\xc0\x01\n\x10\x43ompleteResponse\x12,\n\x07started\x18\x01 \x01(\x0b\x32\x1b.turnout.v1.GenerateStarted\x12\x0f\n\x07\x63ontent\x18\x02 \x01(\t\x12\x11\n\treasoning\x18\x03 \x01(\t\x12(\n\ntool_calls\x18\x04 \x03(\x0b\x32\x14.turnout.v1.ToolCall\x12\x30\n\tcompleted\x18\x05 \x01(\x0b\x32\x1d.turnout.v1.GenerateCompleted*\x9f\x01\n\x0c\x46inishReason\x12\x1d\n\x19\x46INISH_REASON_UNSPECIFIED\x10\x00\x12\x16\n\x12\x46INISH_REASON_STOP\x10\x01\x12\x18\n\x14\x46INISH_REASON_LENGTH\x10\x02\x12\x1c\n\x18\x46INISH_REASON_TOOL_CALLS\x10\x03\x12 \n\x1c\x46INISH_REASON_CONTENT_FILTER\x10\x04\x32\xa1\x01\n\x0fGenerateService\x12G\n\x08Generate\x12\x1b.turnout.v1.GenerateRequest\x1a\x1c.turnout.v1.GenerateResponse0\x01\x12\x45\n\x08\x43omplete\x12\x1b.turnout.v1.CompleteRequest\x1a\x1c.turnout.v1.CompleteResponseB8Z6github.com/turnout/turnout/gen/go/turnout/v1;turnoutv1b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19turnout/v1/generate.proto\x12\nturnout.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x17turnout/v1/common.proto\"=\n\x04Tool\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x02 \x01(\t\x12\x12\n\nparameters\x18\x03 \x01(\t\"\xb0\x01\n\x07Message\x12\x1e\n\x04role\x18\x01 \x01(\x0e\x32\x10.turnout.v1.Role\x12\x0f\n\x07\x63ontent\x18\x02 \x01(\t\x12\x0e\n\x06images\x18\x03 \x03(\x0c\x12(\n\ntool_calls\x18\x04 \x03(\x0b\x32\x14.turnout.v1.ToolCall\x12\x14\n\x0ctool_call_id\x18\x05 \x01(\t\x12\x11\n\ttool_name\x18\x06 \x01(\t\x12\x11\n\treasoning\x18\x07 \x01(\t\"\xad\x01\n\x11GenerationOptions\x12\x18\n\x0btemperature\x18\x01 \x01(\x01H\x00\x88\x01\x01\x12\x12\n\x05top_p\x18\x02 \x01(\x01H\x01\x88\x01\x01\x12\x17\n\nmax_tokens\x18\x03 \x01(\rH\x02\x88\x01\x01\x12\x0c\n\x04stop\x18\x04 \x03(\t\x12\x11\n\x04seed\x18\x05 \x01(\x03H\x03\x88\x01\x01\x42\x0e\n\x0c_temperatureB\x08\n\x06_top_pB\r\n\x0b_max_tokensB\x07\n\x05_seed\"\xcd\x03\n\x0fGenerateRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12%\n\x08messages\x18\x02 \x03(\x0b\x32\x13.turnout.v1.Message\x12\x12\n\nsession_id\x18\x03 \x01(\t\x12\x1f\n\x05tools\x18\x04 \x03(\x0b\x32\x10.turnout.v1.Tool\x12.\n\x07options\x18\x05 \x01(\x0b\x32\x1d.turnout.v1.GenerationOptions\x12\x0c\n\x04task\x18\x06 \x01(\t\x12;\n\x08metadata\x18\x07 \x03(\x0b\x32).turnout.v1.GenerateRequest.MetadataEntry\x12\x33\n\x0fresponse_format\x18\x08 \x01(\x0b\x32\x1a.turnout.v1.ResponseFormat\x12+\n\x0btool_choice\x18\t \x01(\x0b\x32\x16.turnout.v1.ToolChoice\x12(\n\treasoning\x18\n \x01(\x0e\x32\x15.turnout.v1.Reasoning\x12\x17\n\x0f\x62\x61\x63kend_options\x18\x0b \x01(\t\x1a/\n\rMetadataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"k\n\x0eResponseFormat\x12,\n\x04type\x18\x01 \x01(\x0e\x32\x1e.turnout.v1.ResponseFormatType\x12+\n\x0bjson_schema\x18\x02 \x01(\x0b\x32\x16.turnout.v1.JsonSchema\":\n\nJsonSchema\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0e\n\x06schema\x18\x02 \x01(\t\x12\x0e\n\x06strict\x18\x03 \x01(\x08\"R\n\nToolChoice\x12*\n\x04mode\x18\x01 \x01(\x0e\x32\x1a.turnout.v1.ToolChoiceModeH\x00\x12\x0e\n\x04tool\x18\x02 \x01(\tH\x00\x42\x08\n\x06\x63hoice\"y\n\x0fGenerateStarted\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x12\n\nsession_id\x18\x02 \x01(\t\x12\r\n\x05route\x18\x03 \x01(\t\x12\x0f\n\x07\x62\x61\x63kend\x18\x04 \x01(\t\x12\r\n\x05model\x18\x05 \x01(\t\x12\x0f\n\x07\x61ttempt\x18\x06 \x01(\r\"]\n\rGenerateDelta\x12\x0f\n\x07\x63ontent\x18\x01 \x01(\t\x12\x11\n\treasoning\x18\x02 \x01(\t\x12(\n\ntool_calls\x18\x03 \x03(\x0b\x32\x14.turnout.v1.ToolCall\"k\n\x05Usage\x12\x1a\n\rprompt_tokens\x18\x01 \x01(\rH\x00\x88\x01\x01\x12\x1e\n\x11\x63ompletion_tokens\x18\x02 \x01(\rH\x01\x88\x01\x01\x42\x10\n\x0e_prompt_tokensB\x14\n\x12_completion_tokens\"\xcd\x01\n\x11GenerateCompleted\x12/\n\rfinish_reason\x18\x01 \x01(\x0e\x32\x18.turnout.v1.FinishReason\x12 \n\x05usage\x18\x02 \x01(\x0b\x32\x11.turnout.v1.Usage\x12\x36\n\x13time_to_first_token\x18\x03 \x01(\x0b\x32\x19.google.protobuf.Duration\x12-\n\ntotal_time\x18\x04 \x01(\x0b\x32\x19.google.protobuf.Duration\"\xab\x01\n\x10GenerateResponse\x12.\n\x07started\x18\x01 \x01(\x0b\x32\x1b.turnout.v1.GenerateStartedH\x00\x12*\n\x05\x64\x65lta\x18\x02 \x01(\x0b\x32\x19.turnout.v1.GenerateDeltaH\x00\x12\x32\n\tcompleted\x18\x03 \x01(\x0b\x32\x1d.turnout.v1.GenerateCompletedH\x00\x42\x07\n\x05\x65vent\"?\n\x0f\x43ompleteRequest\x12,\n\x07request\x18\x01 \x01(\x0b\x32\x1b.turnout.v1.GenerateRequest\"\xc0\x01\n\x10\x43ompleteResponse\x12,\n\x07started\x18\x01 \x01(\x0b\x32\x1b.turnout.v1.GenerateStarted\x12\x0f\n\x07\x63ontent\x18\x02 \x01(\t\x12\x11\n\treasoning\x18\x03 \x01(\t\x12(\n\ntool_calls\x18\x04 \x03(\x0b\x32\x14.turnout.v1.ToolCall\x12\x30\n\tcompleted\x18\x05 \x01(\x0b\x32\x1d.turnout.v1.GenerateCompleted*\xa5\x01\n\x12ResponseFormatType\x12$\n RESPONSE_FORMAT_TYPE_UNSPECIFIED\x10\x00\x12\x1d\n\x19RESPONSE_FORMAT_TYPE_TEXT\x10\x01\x12$\n RESPONSE_FORMAT_TYPE_JSON_OBJECT\x10\x02\x12$\n RESPONSE_FORMAT_TYPE_JSON_SCHEMA\x10\x03*\x87\x01\n\x0eToolChoiceMode\x12 \n\x1cTOOL_CHOICE_MODE_UNSPECIFIED\x10\x00\x12\x19\n\x15TOOL_CHOICE_MODE_AUTO\x10\x01\x12\x19\n\x15TOOL_CHOICE_MODE_NONE\x10\x02\x12\x1d\n\x19TOOL_CHOICE_MODE_REQUIRED\x10\x03*\x88\x01\n\tReasoning\x12\x19\n\x15REASONING_UNSPECIFIED\x10\x00\x12\x11\n\rREASONING_OFF\x10\x01\x12\x10\n\x0cREASONING_ON\x10\x02\x12\x11\n\rREASONING_LOW\x10\x03\x12\x14\n\x10REASONING_MEDIUM\x10\x04\x12\x12\n\x0eREASONING_HIGH\x10\x05*\x9f\x01\n\x0c\x46inishReason\x12\x1d\n\x19\x46INISH_REASON_UNSPECIFIED\x10\x00\x12\x16\n\x12\x46INISH_REASON_STOP\x10\x01\x12\x18\n\x14\x46INISH_REASON_LENGTH\x10\x02\x12\x1c\n\x18\x46INISH_REASON_TOOL_CALLS\x10\x03\x12 \n\x1c\x46INISH_REASON_CONTENT_FILTER\x10\x04\x32\xa1\x01\n\x0fGenerateService\x12G\n\x08Generate\x12\x1b.turnout.v1.GenerateRequest\x1a\x1c.turnout.v1.GenerateResponse0\x01\x12\x45\n\x08\x43omplete\x12\x1b.turnout.v1.CompleteRequest\x1a\x1c.turnout.v1.CompleteResponseB8Z6github.com/turnout/turnout/gen/go/turnout/v1;turnoutv1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -36,32 +36,44 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['DESCRIPTOR']._serialized_options = b'Z6github.com/turnout/turnout/gen/go/turnout/v1;turnoutv1'
   _globals['_GENERATEREQUEST_METADATAENTRY']._loaded_options = None
   _globals['_GENERATEREQUEST_METADATAENTRY']._serialized_options = b'8\001'
-  _globals['_FINISHREASON']._serialized_start=1766
-  _globals['_FINISHREASON']._serialized_end=1925
+  _globals['_RESPONSEFORMATTYPE']._serialized_start=2203
+  _globals['_RESPONSEFORMATTYPE']._serialized_end=2368
+  _globals['_TOOLCHOICEMODE']._serialized_start=2371
+  _globals['_TOOLCHOICEMODE']._serialized_end=2506
+  _globals['_REASONING']._serialized_start=2509
+  _globals['_REASONING']._serialized_end=2645
+  _globals['_FINISHREASON']._serialized_start=2648
+  _globals['_FINISHREASON']._serialized_end=2807
   _globals['_TOOL']._serialized_start=98
   _globals['_TOOL']._serialized_end=159
   _globals['_MESSAGE']._serialized_start=162
-  _globals['_MESSAGE']._serialized_end=319
-  _globals['_GENERATIONOPTIONS']._serialized_start=322
-  _globals['_GENERATIONOPTIONS']._serialized_end=495
-  _globals['_GENERATEREQUEST']._serialized_start=498
-  _globals['_GENERATEREQUEST']._serialized_end=794
-  _globals['_GENERATEREQUEST_METADATAENTRY']._serialized_start=747
-  _globals['_GENERATEREQUEST_METADATAENTRY']._serialized_end=794
-  _globals['_GENERATESTARTED']._serialized_start=796
-  _globals['_GENERATESTARTED']._serialized_end=917
-  _globals['_GENERATEDELTA']._serialized_start=919
-  _globals['_GENERATEDELTA']._serialized_end=1012
-  _globals['_USAGE']._serialized_start=1014
-  _globals['_USAGE']._serialized_end=1121
-  _globals['_GENERATECOMPLETED']._serialized_start=1124
-  _globals['_GENERATECOMPLETED']._serialized_end=1329
-  _globals['_GENERATERESPONSE']._serialized_start=1332
-  _globals['_GENERATERESPONSE']._serialized_end=1503
-  _globals['_COMPLETEREQUEST']._serialized_start=1505
-  _globals['_COMPLETEREQUEST']._serialized_end=1568
-  _globals['_COMPLETERESPONSE']._serialized_start=1571
-  _globals['_COMPLETERESPONSE']._serialized_end=1763
-  _globals['_GENERATESERVICE']._serialized_start=1928
-  _globals['_GENERATESERVICE']._serialized_end=2089
+  _globals['_MESSAGE']._serialized_end=338
+  _globals['_GENERATIONOPTIONS']._serialized_start=341
+  _globals['_GENERATIONOPTIONS']._serialized_end=514
+  _globals['_GENERATEREQUEST']._serialized_start=517
+  _globals['_GENERATEREQUEST']._serialized_end=978
+  _globals['_GENERATEREQUEST_METADATAENTRY']._serialized_start=931
+  _globals['_GENERATEREQUEST_METADATAENTRY']._serialized_end=978
+  _globals['_RESPONSEFORMAT']._serialized_start=980
+  _globals['_RESPONSEFORMAT']._serialized_end=1087
+  _globals['_JSONSCHEMA']._serialized_start=1089
+  _globals['_JSONSCHEMA']._serialized_end=1147
+  _globals['_TOOLCHOICE']._serialized_start=1149
+  _globals['_TOOLCHOICE']._serialized_end=1231
+  _globals['_GENERATESTARTED']._serialized_start=1233
+  _globals['_GENERATESTARTED']._serialized_end=1354
+  _globals['_GENERATEDELTA']._serialized_start=1356
+  _globals['_GENERATEDELTA']._serialized_end=1449
+  _globals['_USAGE']._serialized_start=1451
+  _globals['_USAGE']._serialized_end=1558
+  _globals['_GENERATECOMPLETED']._serialized_start=1561
+  _globals['_GENERATECOMPLETED']._serialized_end=1766
+  _globals['_GENERATERESPONSE']._serialized_start=1769
+  _globals['_GENERATERESPONSE']._serialized_end=1940
+  _globals['_COMPLETEREQUEST']._serialized_start=1942
+  _globals['_COMPLETEREQUEST']._serialized_end=2005
+  _globals['_COMPLETERESPONSE']._serialized_start=2008
+  _globals['_COMPLETERESPONSE']._serialized_end=2200
+  _globals['_GENERATESERVICE']._serialized_start=2810
+  _globals['_GENERATESERVICE']._serialized_end=2971
 # @@protoc_insertion_point(module_scope)

@@ -27,7 +27,7 @@ from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__
 from turnout.v1 import common_pb2 as turnout_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18turnout/v1/session.proto\x12\nturnout.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x17turnout/v1/common.proto\"\xb7\x02\n\x07Session\x12\n\n\x02id\x18\x01 \x01(\t\x12\x15\n\rsystem_prompt\x18\x02 \x01(\t\x12\x33\n\x08metadata\x18\x03 \x03(\x0b\x32!.turnout.v1.Session.MetadataEntry\x12/\n\x0b\x63reate_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0bupdate_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0b\x65xpire_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x10\n\x08last_seq\x18\x07 \x01(\x04\x1a/\n\rMetadataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\xc9\x02\n\x05\x46rame\x12\x0b\n\x03seq\x18\x01 \x01(\x04\x12\x1e\n\x04role\x18\x02 \x01(\x0e\x32\x10.turnout.v1.Role\x12\x0f\n\x07\x63ontent\x18\x03 \x01(\t\x12(\n\ntool_calls\x18\x04 \x03(\x0b\x32\x14.turnout.v1.ToolCall\x12\x14\n\x0ctool_call_id\x18\x05 \x01(\t\x12\r\n\x05state\x18\x06 \x01(\t\x12\x31\n\x08metadata\x18\x07 \x03(\x0b\x32\x1f.turnout.v1.Frame.MetadataEntry\x12/\n\x0b\x63reate_time\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0f\n\x07\x62\x61\x63kend\x18\t \x01(\t\x12\r\n\x05model\x18\n \x01(\t\x1a/\n\rMetadataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\xdc\x01\n\x14\x43reateSessionRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x15\n\rsystem_prompt\x18\x02 \x01(\t\x12@\n\x08metadata\x18\x03 \x03(\x0b\x32..turnout.v1.CreateSessionRequest.MetadataEntry\x12&\n\x03ttl\x18\x04 \x01(\x0b\x32\x19.google.protobuf.Duration\x1a/\n\rMetadataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"=\n\x15\x43reateSessionResponse\x12$\n\x07session\x18\x01 \x01(\x0b\x32\x13.turnout.v1.Session\"\'\n\x11GetSessionRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\":\n\x12GetSessionResponse\x12$\n\x07session\x18\x01 \x01(\x0b\x32\x13.turnout.v1.Session\"*\n\x14\x44\x65leteSessionRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\"\x17\n\x15\x44\x65leteSessionResponse\"<\n\x13ListSessionsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\r\x12\x12\n\npage_token\x18\x02 \x01(\t\"V\n\x14ListSessionsResponse\x12%\n\x08sessions\x18\x01 \x03(\x0b\x32\x13.turnout.v1.Session\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"v\n\x12\x41ppendFrameRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12 \n\x05\x66rame\x18\x02 \x01(\x0b\x32\x11.turnout.v1.Frame\x12\x19\n\x0c\x65xpected_seq\x18\x03 \x01(\x04H\x00\x88\x01\x01\x42\x0f\n\r_expected_seq\"7\n\x13\x41ppendFrameResponse\x12 \n\x05\x66rame\x18\x01 \x01(\x0b\x32\x11.turnout.v1.Frame\"\x82\x01\n\x11ListFramesRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x10\n\x08\x66rom_seq\x18\x02 \x01(\x04\x12 \n\x05order\x18\x03 \x01(\x0e\x32\x11.turnout.v1.Order\x12\x11\n\tpage_size\x18\x04 \x01(\r\x12\x12\n\npage_token\x18\x05 \x01(\t\"P\n\x12ListFramesResponse\x12!\n\x06\x66rames\x18\x01 \x03(\x0b\x32\x11.turnout.v1.Frame\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"<\n\x13WatchSessionRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x11\n\tafter_seq\x18\x02 \x01(\x04\"8\n\x14WatchSessionResponse\x12 \n\x05\x66rame\x18\x01 \x01(\x0b\x32\x11.turnout.v1.Frame*N\n\x05Order\x12\x15\n\x11ORDER_UNSPECIFIED\x10\x00\x12\x16\n\x12ORDER_OLDEST_FIRST\x10\x01\x12\x16\n\x12ORDER_NEWEST_FIRST\x10\x02\x32\xce\x04\n\x0eSessionService\x12T\n\rCreateSession\x12 .turnout.v1.CreateSessionRequest\x1a!.turnout.v1.CreateSessionResponse\x12K\n\nGetSession\x12\x1d.turnout.v1.GetSessionRequest\x1a\x1e.turnout.v1.GetSessionResponse\x12T\n\rDeleteSession\x12 .turnout.v1.DeleteSessionRequest\x1a!.turnout.v1.DeleteSessionResponse\x12Q\n\x0cListSessions\x12\x1f.turnout.v1.ListSessionsRequest\x1a .turnout.v1.ListSessionsResponse\x12N\n\x0b\x41ppendFrame\x12\x1e.turnout.v1.AppendFrameRequest\x1a\x1f.turnout.v1.AppendFrameResponse\x12K\n\nListFrames\x12\x1d.turnout.v1.ListFramesRequest\x1a\x1e.turnout.v1.ListFramesResponse\x12S\n\x0cWatchSession\x12\x1f.turnout.v1.WatchSessionRequest\x1a .turnout.v1.WatchSessionResponse0\x01\x42\x38Z6github.com/turnout/turnout/gen/go/turnout/v1;turnoutv1b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18turnout/v1/session.proto\x12\nturnout.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x17turnout/v1/common.proto\"\xb7\x02\n\x07Session\x12\n\n\x02id\x18\x01 \x01(\t\x12\x15\n\rsystem_prompt\x18\x02 \x01(\t\x12\x33\n\x08metadata\x18\x03 \x03(\x0b\x32!.turnout.v1.Session.MetadataEntry\x12/\n\x0b\x63reate_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0bupdate_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0b\x65xpire_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x10\n\x08last_seq\x18\x07 \x01(\x04\x1a/\n\rMetadataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\xdc\x02\n\x05\x46rame\x12\x0b\n\x03seq\x18\x01 \x01(\x04\x12\x1e\n\x04role\x18\x02 \x01(\x0e\x32\x10.turnout.v1.Role\x12\x0f\n\x07\x63ontent\x18\x03 \x01(\t\x12(\n\ntool_calls\x18\x04 \x03(\x0b\x32\x14.turnout.v1.ToolCall\x12\x14\n\x0ctool_call_id\x18\x05 \x01(\t\x12\r\n\x05state\x18\x06 \x01(\t\x12\x31\n\x08metadata\x18\x07 \x03(\x0b\x32\x1f.turnout.v1.Frame.MetadataEntry\x12/\n\x0b\x63reate_time\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0f\n\x07\x62\x61\x63kend\x18\t \x01(\t\x12\r\n\x05model\x18\n \x01(\t\x12\x11\n\treasoning\x18\x0b \x01(\t\x1a/\n\rMetadataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\xdc\x01\n\x14\x43reateSessionRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x15\n\rsystem_prompt\x18\x02 \x01(\t\x12@\n\x08metadata\x18\x03 \x03(\x0b\x32..turnout.v1.CreateSessionRequest.MetadataEntry\x12&\n\x03ttl\x18\x04 \x01(\x0b\x32\x19.google.protobuf.Duration\x1a/\n\rMetadataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"=\n\x15\x43reateSessionResponse\x12$\n\x07session\x18\x01 \x01(\x0b\x32\x13.turnout.v1.Session\"\'\n\x11GetSessionRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\":\n\x12GetSessionResponse\x12$\n\x07session\x18\x01 \x01(\x0b\x32\x13.turnout.v1.Session\"*\n\x14\x44\x65leteSessionRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\"\x17\n\x15\x44\x65leteSessionResponse\"<\n\x13ListSessionsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\r\x12\x12\n\npage_token\x18\x02 \x01(\t\"V\n\x14ListSessionsResponse\x12%\n\x08sessions\x18\x01 \x03(\x0b\x32\x13.turnout.v1.Session\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"v\n\x12\x41ppendFrameRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12 \n\x05\x66rame\x18\x02 \x01(\x0b\x32\x11.turnout.v1.Frame\x12\x19\n\x0c\x65xpected_seq\x18\x03 \x01(\x04H\x00\x88\x01\x01\x42\x0f\n\r_expected_seq\"7\n\x13\x41ppendFrameResponse\x12 \n\x05\x66rame\x18\x01 \x01(\x0b\x32\x11.turnout.v1.Frame\"\x82\x01\n\x11ListFramesRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x10\n\x08\x66rom_seq\x18\x02 \x01(\x04\x12 \n\x05order\x18\x03 \x01(\x0e\x32\x11.turnout.v1.Order\x12\x11\n\tpage_size\x18\x04 \x01(\r\x12\x12\n\npage_token\x18\x05 \x01(\t\"P\n\x12ListFramesResponse\x12!\n\x06\x66rames\x18\x01 \x03(\x0b\x32\x11.turnout.v1.Frame\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"<\n\x13WatchSessionRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x11\n\tafter_seq\x18\x02 \x01(\x04\"8\n\x14WatchSessionResponse\x12 \n\x05\x66rame\x18\x01 \x01(\x0b\x32\x11.turnout.v1.Frame*N\n\x05Order\x12\x15\n\x11ORDER_UNSPECIFIED\x10\x00\x12\x16\n\x12ORDER_OLDEST_FIRST\x10\x01\x12\x16\n\x12ORDER_NEWEST_FIRST\x10\x02\x32\xce\x04\n\x0eSessionService\x12T\n\rCreateSession\x12 .turnout.v1.CreateSessionRequest\x1a!.turnout.v1.CreateSessionResponse\x12K\n\nGetSession\x12\x1d.turnout.v1.GetSessionRequest\x1a\x1e.turnout.v1.GetSessionResponse\x12T\n\rDeleteSession\x12 .turnout.v1.DeleteSessionRequest\x1a!.turnout.v1.DeleteSessionResponse\x12Q\n\x0cListSessions\x12\x1f.turnout.v1.ListSessionsRequest\x1a .turnout.v1.ListSessionsResponse\x12N\n\x0b\x41ppendFrame\x12\x1e.turnout.v1.AppendFrameRequest\x1a\x1f.turnout.v1.AppendFrameResponse\x12K\n\nListFrames\x12\x1d.turnout.v1.ListFramesRequest\x1a\x1e.turnout.v1.ListFramesResponse\x12S\n\x0cWatchSession\x12\x1f.turnout.v1.WatchSessionRequest\x1a .turnout.v1.WatchSessionResponse0\x01\x42\x38Z6github.com/turnout/turnout/gen/go/turnout/v1;turnoutv1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -41,46 +41,46 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_FRAME_METADATAENTRY']._serialized_options = b'8\001'
   _globals['_CREATESESSIONREQUEST_METADATAENTRY']._loaded_options = None
   _globals['_CREATESESSIONREQUEST_METADATAENTRY']._serialized_options = b'8\001'
-  _globals['_ORDER']._serialized_start=1894
-  _globals['_ORDER']._serialized_end=1972
+  _globals['_ORDER']._serialized_start=1913
+  _globals['_ORDER']._serialized_end=1991
   _globals['_SESSION']._serialized_start=131
   _globals['_SESSION']._serialized_end=442
   _globals['_SESSION_METADATAENTRY']._serialized_start=395
   _globals['_SESSION_METADATAENTRY']._serialized_end=442
   _globals['_FRAME']._serialized_start=445
-  _globals['_FRAME']._serialized_end=774
+  _globals['_FRAME']._serialized_end=793
   _globals['_FRAME_METADATAENTRY']._serialized_start=395
   _globals['_FRAME_METADATAENTRY']._serialized_end=442
-  _globals['_CREATESESSIONREQUEST']._serialized_start=777
-  _globals['_CREATESESSIONREQUEST']._serialized_end=997
+  _globals['_CREATESESSIONREQUEST']._serialized_start=796
+  _globals['_CREATESESSIONREQUEST']._serialized_end=1016
   _globals['_CREATESESSIONREQUEST_METADATAENTRY']._serialized_start=395
   _globals['_CREATESESSIONREQUEST_METADATAENTRY']._serialized_end=442
-  _globals['_CREATESESSIONRESPONSE']._serialized_start=999
-  _globals['_CREATESESSIONRESPONSE']._serialized_end=1060
-  _globals['_GETSESSIONREQUEST']._serialized_start=1062
-  _globals['_GETSESSIONREQUEST']._serialized_end=1101
-  _globals['_GETSESSIONRESPONSE']._serialized_start=1103
-  _globals['_GETSESSIONRESPONSE']._serialized_end=1161
-  _globals['_DELETESESSIONREQUEST']._serialized_start=1163
-  _globals['_DELETESESSIONREQUEST']._serialized_end=1205
-  _globals['_DELETESESSIONRESPONSE']._serialized_start=1207
-  _globals['_DELETESESSIONRESPONSE']._serialized_end=1230
-  _globals['_LISTSESSIONSREQUEST']._serialized_start=1232
-  _globals['_LISTSESSIONSREQUEST']._serialized_end=1292
-  _globals['_LISTSESSIONSRESPONSE']._serialized_start=1294
-  _globals['_LISTSESSIONSRESPONSE']._serialized_end=1380
-  _globals['_APPENDFRAMEREQUEST']._serialized_start=1382
-  _globals['_APPENDFRAMEREQUEST']._serialized_end=1500
-  _globals['_APPENDFRAMERESPONSE']._serialized_start=1502
-  _globals['_APPENDFRAMERESPONSE']._serialized_end=1557
-  _globals['_LISTFRAMESREQUEST']._serialized_start=1560
-  _globals['_LISTFRAMESREQUEST']._serialized_end=1690
-  _globals['_LISTFRAMESRESPONSE']._serialized_start=1692
-  _globals['_LISTFRAMESRESPONSE']._serialized_end=1772
-  _globals['_WATCHSESSIONREQUEST']._serialized_start=1774
-  _globals['_WATCHSESSIONREQUEST']._serialized_end=1834
-  _globals['_WATCHSESSIONRESPONSE']._serialized_start=1836
-  _globals['_WATCHSESSIONRESPONSE']._serialized_end=1892
-  _globals['_SESSIONSERVICE']._serialized_start=1975
-  _globals['_SESSIONSERVICE']._serialized_end=2565
+  _globals['_CREATESESSIONRESPONSE']._serialized_start=1018
+  _globals['_CREATESESSIONRESPONSE']._serialized_end=1079
+  _globals['_GETSESSIONREQUEST']._serialized_start=1081
+  _globals['_GETSESSIONREQUEST']._serialized_end=1120
+  _globals['_GETSESSIONRESPONSE']._serialized_start=1122
+  _globals['_GETSESSIONRESPONSE']._serialized_end=1180
+  _globals['_DELETESESSIONREQUEST']._serialized_start=1182
+  _globals['_DELETESESSIONREQUEST']._serialized_end=1224
+  _globals['_DELETESESSIONRESPONSE']._serialized_start=1226
+  _globals['_DELETESESSIONRESPONSE']._serialized_end=1249
+  _globals['_LISTSESSIONSREQUEST']._serialized_start=1251
+  _globals['_LISTSESSIONSREQUEST']._serialized_end=1311
+  _globals['_LISTSESSIONSRESPONSE']._serialized_start=1313
+  _globals['_LISTSESSIONSRESPONSE']._serialized_end=1399
+  _globals['_APPENDFRAMEREQUEST']._serialized_start=1401
+  _globals['_APPENDFRAMEREQUEST']._serialized_end=1519
+  _globals['_APPENDFRAMERESPONSE']._serialized_start=1521
+  _globals['_APPENDFRAMERESPONSE']._serialized_end=1576
+  _globals['_LISTFRAMESREQUEST']._serialized_start=1579
+  _globals['_LISTFRAMESREQUEST']._serialized_end=1709
+  _globals['_LISTFRAMESRESPONSE']._serialized_start=1711
+  _globals['_LISTFRAMESRESPONSE']._serialized_end=1791
+  _globals['_WATCHSESSIONREQUEST']._serialized_start=1793
+  _globals['_WATCHSESSIONREQUEST']._serialized_end=1853
+  _globals['_WATCHSESSIONRESPONSE']._serialized_start=1855
+  _globals['_WATCHSESSIONRESPONSE']._serialized_end=1911
+  _globals['_SESSIONSERVICE']._serialized_start=1994
+  _globals['_SESSIONSERVICE']._serialized_end=2584
 # @@protoc_insertion_point(module_scope)
