@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import AsyncIterator, Protocol
 
 
-from gateway.domain import BackendKind, ChatRequest, ModelInfo, PullProgress, StreamEvent
+from gateway.domain import BackendKind, ChatRequest, EmbedRequest, Embeddings, ModelInfo, PullProgress, StreamEvent
 
 
 class Adapter(Protocol):
@@ -22,6 +22,11 @@ class Adapter(Protocol):
         failure, including a stream that ends without its terminator. Closing
         the iterator early (aclose, or cancellation) closes the upstream HTTP
         request at once."""
+        ...
+
+    async def embed(self, request: EmbedRequest) -> Embeddings:
+        """One vector per input, in input order. Raises BackendError on any
+        failure, including a response without one vector per input."""
         ...
 
     async def list_models(self) -> list[ModelInfo]:

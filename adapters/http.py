@@ -224,8 +224,20 @@ async def stream_events(
 
 async def get_json(client: httpx.AsyncClient, backend: str, path: str) -> dict:
     """GETs `path` and returns its JSON object; raises only BackendError."""
+    return await _json_call(client, backend, "GET", path)
+
+
+async def post_json(client: httpx.AsyncClient, backend: str, path: str, payload: dict) -> dict:
+    """POSTs `payload` to `path` and returns the JSON object answered; raises
+    only BackendError. Cancelling the caller closes the request at once."""
+    return await _json_call(client, backend, "POST", path, payload)
+
+
+async def _json_call(
+    client: httpx.AsyncClient, backend: str, method: str, path: str, payload: dict | None = None
+) -> dict:
     with translate_transport_errors(backend), decode_errors(backend):
-        response = await client.get(path)
+        response = await client.request(method, path, json=payload)
         await raise_for_status(backend, response)
         try:
             body = response.json()

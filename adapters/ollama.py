@@ -15,13 +15,16 @@ from typing import AsyncIterator
 import httpx
 
 from adapters.controls import ollama_controls
-from adapters.http import get_json, raise_for_status, stream_events, translate_transport_errors
+from adapters.embeddings import ollama_embed_payload, ollama_embeddings
+from adapters.http import get_json, post_json, raise_for_status, stream_events, translate_transport_errors
 from adapters.payload import function_tools, sampling
 from adapters.streams import NDJSONDecoder, StreamDecodeError, decode_errors, json_object, new_tool_call_id
 from gateway.domain import (
     BackendKind,
     ChatRequest,
     Delta,
+    EmbedRequest,
+    Embeddings,
     Finish,
     FinishReason,
     Message,
@@ -158,6 +161,11 @@ class OllamaAdapter:
             decode=lambda data: [event for obj in lines.feed(data) for event in chat.feed(json_object(obj))],
             finished=lambda: chat.finished, terminator="done",
         )
+
+    async def embed(self, request: EmbedRequest) -> Embeddings:
+        body = await post_json(self._client, self.name, "/api/embed", ollama_embed_payload(request))
+        with decode_errors(self.name):
+            return ollama_embeddings(body, len(request.inputs))
 
     async def list_models(self) -> list[ModelInfo]:
         body = await get_json(self._client, self.name, "/api/tags")

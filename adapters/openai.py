@@ -16,13 +16,16 @@ from typing import AsyncIterator
 import httpx
 
 from adapters.controls import openai_controls
-from adapters.http import error_message, get_json, stream_events
+from adapters.embeddings import openai_embed_payload, openai_embeddings
+from adapters.http import error_message, get_json, post_json, stream_events
 from adapters.payload import function_tools, sampling
 from adapters.streams import SSEDecoder, StreamDecodeError, decode_errors, json_object, new_tool_call_id
 from gateway.domain import (
     BackendKind,
     ChatRequest,
     Delta,
+    EmbedRequest,
+    Embeddings,
     Finish,
     FinishReason,
     Message,
@@ -207,6 +210,11 @@ class OpenAIAdapter:
             decode=lambda data: [item for event in events.feed(data) for item in chat.feed(event.data)],
             finished=lambda: chat.finished, terminator="[DONE]",
         )
+
+    async def embed(self, request: EmbedRequest) -> Embeddings:
+        body = await post_json(self._client, self.name, "embeddings", openai_embed_payload(request))
+        with decode_errors(self.name):
+            return openai_embeddings(body, len(request.inputs))
 
     async def list_models(self) -> list[ModelInfo]:
         body = await get_json(self._client, self.name, "models")

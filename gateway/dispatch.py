@@ -32,6 +32,7 @@ from gateway.domain import (
     ChatRequest,
     Controls,
     Delta,
+    Embeddings,
     Finish,
     FinishReason,
     Message,
@@ -82,8 +83,9 @@ class Generation:
 
 
 class Work(Protocol):
-    """What `Dispatcher.run` routes: a request whose attempt is an upstream
-    stream of events ending in a Finish."""
+    """What `Dispatcher.run` routes: a Generation, or another request whose
+    attempt is an upstream stream of events ending in a Finish (an Embed is
+    one Embeddings event, then Finish)."""
 
     request_id: str
     model: str
@@ -92,7 +94,7 @@ class Work(Protocol):
     session_id: str
     allowed_routes: frozenset[str] | None
 
-    def open(self, adapter: Adapter, target: Target) -> AsyncIterator[Delta | Finish]: ...
+    def open(self, adapter: Adapter, target: Target) -> AsyncIterator[Delta | Embeddings | Finish]: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,7 +115,7 @@ class Completed:
     total_time: float
 
 
-GenerationEvent = Started | Delta | Completed
+GenerationEvent = Started | Delta | Embeddings | Completed
 
 
 @dataclass(slots=True)
@@ -220,8 +222,8 @@ class Dispatcher:
         return True
 
     async def _first_event(
-        self, stream: AsyncIterator[Delta | Finish], route: Route, target: Target, deadline: float | None
-    ) -> Delta | Finish | BackendError:
+        self, stream: AsyncIterator[Delta | Embeddings | Finish], route: Route, target: Target, deadline: float | None
+    ) -> Delta | Embeddings | Finish | BackendError:
         """The attempt's first event, or the BackendError that ended it. Waits
         at most the first-token timeout (target's, else route's) and never
         past the caller's deadline."""
@@ -251,8 +253,8 @@ class Dispatcher:
             )
 
     async def _next_after_output(
-        self, stream: AsyncIterator[Delta | Finish], target: Target, state: BackendState
-    ) -> Delta | Finish:
+        self, stream: AsyncIterator[Delta | Embeddings | Finish], target: Target, state: BackendState
+    ) -> Delta | Embeddings | Finish:
         """The next upstream event once output reached the caller: a failure
         now ends the generation instead of moving to another target."""
         try:

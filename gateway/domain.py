@@ -133,6 +133,17 @@ class ChatRequest:
 
 
 @dataclass(frozen=True, slots=True)
+class EmbedRequest:
+    """What an adapter sends upstream for embeddings; None: the backend's default."""
+
+    model: str
+    inputs: tuple[str, ...]
+    dimensions: int | None = None
+    truncate: bool | None = None
+    backend_options: Mapping[str, object] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
 class Usage:
     """Token counts exactly as the backend reported them; None when it did not."""
 
@@ -158,6 +169,14 @@ class Finish:
 
 
 StreamEvent = Delta | Finish
+
+
+@dataclass(frozen=True, slots=True)
+class Embeddings:
+    """One vector per input, in input order."""
+
+    vectors: tuple[tuple[float, ...], ...]
+    usage: Usage | None = None
 
 
 @dataclass(frozen=True, slots=True)

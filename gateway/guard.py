@@ -4,7 +4,7 @@
    message type, instead of gRPC's own INTERNAL "Exception deserializing".
 2. With API keys configured: `authorization: Bearer <key>` is required
    (UNAUTHENTICATED otherwise); reflection and PullModel/DeleteModel need an
-   admin key (PERMISSION_DENIED); Generate and Complete are admitted by the
+   admin key (PERMISSION_DENIED); Generate, Complete and Embed are admitted by the
    key's concurrency and per-minute limits (RESOURCE_EXHAUSTED with
    RetryInfo). Health checks stay open.
 3. The key is set in gateway.auth.CURRENT_KEY inside the handler's own task,
@@ -33,7 +33,7 @@ from gateway.services.status import abort
 
 OPEN_PREFIXES = ("/grpc.health.v1.Health/",)
 ADMIN_PREFIXES = ("/grpc.reflection.", "/turnout.v1.ModelService/PullModel", "/turnout.v1.ModelService/DeleteModel")
-LIMITED_PREFIXES = ("/turnout.v1.GenerateService/",)
+LIMITED_PREFIXES = ("/turnout.v1.GenerateService/", "/turnout.v1.EmbeddingService/")
 
 
 @dataclass(frozen=True, slots=True)

@@ -4,6 +4,8 @@
 |----------------------------------------|-----------|-----------------------------|------------------------------|
 | turnout_requests_total                 | counter   | route, backend, model, code | once per Generate/Complete   |
 | turnout_request_duration_seconds       | histogram | route, backend, model       | once per request that reached a backend |
+| turnout_embed_requests_total           | counter   | route, backend, model, code | once per Embed               |
+| turnout_embed_duration_seconds         | histogram | route, backend, model       | once per Embed that reached a backend |
 | turnout_time_to_first_token_seconds    | histogram | route, backend, model       | once per request with a first token |
 | turnout_upstream_errors_total          | counter   | backend, kind               | once per failed attempt      |
 | turnout_retries_total                  | counter   | route, reason               | once per attempt after the first |
@@ -11,7 +13,13 @@
 | turnout_backend_up                     | gauge     | backend                     | 1/0 from the last health probe |
 | turnout_tokens_total                   | counter   | backend, model, kind        | tokens the backend reported (prompt, completion) |
 | turnout_build_info                     | gauge     | version                     | always 1                     |
-| turnout_key_requests_total             | counter   | key, code                   | once per Generate/Complete, by API key name ("none" without auth) |
+| turnout_key_requests_total             | counter   | key, code                   | once per Generate/Complete/Embed, by API key name ("none" without auth) |
+
+Embed has series of its own for requests and duration, rather than an `rpc`
+label on Generate's: a vector's latency is not a generation's, and mixing them
+would skew the generation histograms and alerts. The per-backend series
+(upstream errors, retries, in-flight, tokens as kind="prompt") count
+embedding attempts too: they describe the backend, whatever it was asked.
 | turnout_key_streams_in_flight          | gauge     | key                         | generations holding one of the key's concurrency slots |
 
 Label values are bounded: routes and backends come from config, models from
@@ -45,6 +53,14 @@ class Metrics:
             "turnout_request_duration_seconds", "Time from receiving a request to its last byte",
             by_target, buckets=DURATION_BUCKETS, registry=registry,
         )
+        self.embed_requests = Counter(
+            "turnout_embed_requests", "Embed calls, by gRPC status code",
+            [*by_target, "code"], registry=registry,
+        )
+        self.embed_duration = Histogram(
+            "turnout_embed_duration_seconds", "Time from receiving an Embed request to its answer",
+            by_target, buckets=DURATION_BUCKETS, registry=registry,
+        )
         self.time_to_first_token = Histogram(
             "turnout_time_to_first_token_seconds", "Time from receiving a request to its first token",
             by_target, buckets=FIRST_TOKEN_BUCKETS, registry=registry,
@@ -70,7 +86,7 @@ class Metrics:
             ["backend", "model", "kind"], registry=registry,
         )
         self.key_requests = Counter(
-            "turnout_key_requests", "Generate and Complete calls by API key name and gRPC status code",
+            "turnout_key_requests", "Generate, Complete and Embed calls by API key name and gRPC status code",
             ["key", "code"], registry=registry,
         )
         self.key_streams_in_flight = Gauge(

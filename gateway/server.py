@@ -34,6 +34,7 @@ from gateway.workers import serve_workers
 from gateway.routing.router import Router
 from gateway.routing.state import BackendState
 from gateway.routing.strategies import LeastUsed, PriorityOrder, SmoothWeightedRoundRobin, Strategy
+from gateway.services.embed import EmbeddingServicer
 from gateway.services.generate import GenerateServicer
 from gateway.services.model import ModelServicer
 from gateway.services.session import SessionServicer
@@ -42,7 +43,16 @@ from gateway.sessions.memory import MemoryStore
 from gateway.sessions.redis import RedisStore
 from gateway.sessions.sqlite import SqliteStore
 from gateway.sessions.store import SessionStore, StoreLimits
-from turnout.v1 import generate_pb2, generate_pb2_grpc, model_pb2, model_pb2_grpc, session_pb2, session_pb2_grpc
+from turnout.v1 import (
+    embedding_pb2,
+    embedding_pb2_grpc,
+    generate_pb2,
+    generate_pb2_grpc,
+    model_pb2,
+    model_pb2_grpc,
+    session_pb2,
+    session_pb2_grpc,
+)
 
 log = logging.getLogger("turnout")
 TransportFactory = Callable[[BackendConfig], httpx.AsyncBaseTransport | None]
@@ -50,6 +60,7 @@ SERVICES = (
     generate_pb2.DESCRIPTOR.services_by_name["GenerateService"].full_name,
     session_pb2.DESCRIPTOR.services_by_name["SessionService"].full_name,
     model_pb2.DESCRIPTOR.services_by_name["ModelService"].full_name,
+    embedding_pb2.DESCRIPTOR.services_by_name["EmbeddingService"].full_name,
 )
 
 
@@ -153,6 +164,9 @@ class Gateway:
         conversations = Conversations(self.store, self.config.sessions)
         generate_pb2_grpc.add_GenerateServiceServicer_to_server(
             GenerateServicer(self.dispatcher, conversations, self.metrics, self.config.limits), self.server
+        )
+        embedding_pb2_grpc.add_EmbeddingServiceServicer_to_server(
+            EmbeddingServicer(self.dispatcher, self.metrics, self.config.limits), self.server
         )
         session_pb2_grpc.add_SessionServiceServicer_to_server(
             SessionServicer(self.store, self.config.sessions, self.config.limits), self.server

@@ -31,6 +31,14 @@ takes the next behaviour queued by `fake.script(...)`; with none queued it is
 - Garbage(*pieces): the pieces, then a line that is not JSON, then the end.
 - Hang(*pieces): the pieces, sets `fake.hung`, then waits until the client
   leaves or the fake stops.
+
+Embedding requests (Ollama `POST /api/embed`, OpenAI `POST /v1/embeddings`)
+take a queued HttpError if that is next, else answer with one vector per
+input (`embedding_vector(text, n)`: n = the request's `dimensions`, else 4)
+and a prompt token count of one per word. Ollama: `{model, embeddings,
+total_duration, load_duration, prompt_eval_count}`, 404 for a model not in
+`fake.models`. OpenAI: `{object: "list", data: [{object: "embedding", index,
+embedding}], model, usage: {prompt_tokens, total_tokens}}`.
 """
 
 from __future__ import annotations
@@ -137,6 +145,17 @@ def _digest(name: str) -> str:
 
 def _call_id() -> str:
     return "call_" + uuid.uuid4().hex[:8]
+
+
+def embedding_vector(text: str, size: int = 4) -> list[float]:
+    """The fakes' vector for `text`: deterministic, and exact in float32."""
+    digest = hashlib.sha256(text.encode()).digest() * (size // 32 + 1)
+    return [byte / 256 for byte in digest[:size]]
+
+
+def _embed_inputs(body: dict) -> tuple[list[str], int]:
+    inputs = body.get("input") or []
+    return ([inputs] if isinstance(inputs, str) else list(inputs)), int(body.get("dimensions") or 4)
 
 
 def _tagged(model: str) -> str:
@@ -294,6 +313,15 @@ class _Fake:
     async def _json(self, conn: _Conn, status: int, obj, headers=None):
         await conn.respond(status, _dumps(obj), self.json_type, headers)
 
+    async def _embed(self, conn: _Conn, body: dict, answer) -> None:
+        """A queued HttpError, else `answer(inputs, vectors, tokens)` as JSON."""
+        if self._script and isinstance(self._script[0], HttpError):
+            error = self._script.popleft()
+            return await self._error(conn, error.status, error.message, error.headers)
+        inputs, size = _embed_inputs(body)
+        vectors = [embedding_vector(text, size) for text in inputs]
+        await self._json(conn, 200, answer(inputs, vectors, sum(len(text.split()) for text in inputs)))
+
     async def _chat(self, conn: _Conn, stream: _OllamaStream | _OpenAIStream):
         behaviour = self._script.popleft() if self._script else Reply("Hello", " world")
         if isinstance(behaviour, HttpError):
@@ -376,6 +404,12 @@ class FakeOllama(_Fake):
             case "POST", "/api/chat" if self._script or self._has(model):
                 await self._chat(conn, _OllamaStream(model))
             case "POST", "/api/chat":
+                await self._error(conn, 404, f'model "{model}" not found, try pulling it first')
+            case "POST", "/api/embed" if self._has(model):
+                await self._embed(conn, body, lambda inputs, vectors, tokens: {
+                    "model": model, "embeddings": vectors, "total_duration": 14143917,
+                    "load_duration": 1019500, "prompt_eval_count": tokens})
+            case "POST", "/api/embed":
                 await self._error(conn, 404, f'model "{model}" not found, try pulling it first')
             case "POST", "/api/pull":
                 digest, total = "sha256:" + _digest(model), 1234567
@@ -468,6 +502,11 @@ class FakeOpenAI(_Fake):
                 data = [{"id": m, "object": "model", "created": 1700000000, "owned_by": "library"}
                         for m in self.models]
                 await self._json(conn, 200, {"object": "list", "data": data})
+            case "POST", "/v1/embeddings":
+                await self._embed(conn, body, lambda inputs, vectors, tokens: {
+                    "object": "list",
+                    "data": [{"object": "embedding", "index": i, "embedding": v} for i, v in enumerate(vectors)],
+                    "model": body.get("model", ""), "usage": {"prompt_tokens": tokens, "total_tokens": tokens}})
             case "POST", "/v1/chat/completions":
                 include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
                 await self._chat(conn, _OpenAIStream(body.get("model", ""), include_usage))

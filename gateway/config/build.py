@@ -358,6 +358,8 @@ def _limits(s: Section) -> LimitsConfig:
         max_tools=s.get("max_tools", int, LimitsConfig().max_tools, _positive),
         max_metadata_entries=s.get("max_metadata_entries", int, LimitsConfig().max_metadata_entries, _positive),
         max_metadata_bytes=s.get("max_metadata_bytes", int, LimitsConfig().max_metadata_bytes, _positive),
+        max_embed_inputs=s.get("max_embed_inputs", int, LimitsConfig().max_embed_inputs, _positive),
+        max_embed_input_bytes=s.get("max_embed_input_bytes", int, LimitsConfig().max_embed_input_bytes, _positive),
     )
     s.done()
     return config

@@ -94,6 +94,8 @@ class LimitsConfig:
     max_tools: int = 128
     max_metadata_entries: int = 64
     max_metadata_bytes: int = 16 << 10
+    max_embed_inputs: int = 2048
+    max_embed_input_bytes: int = 256 << 10
 
 
 @dataclass(frozen=True, slots=True)

@@ -42,7 +42,7 @@ class GenerateServicer(generate_pb2_grpc.GenerateServiceServicer):
         self._new_request_id = new_request_id
 
     async def _events(
-        self, request: generate_pb2.GenerateRequest, outcome: _Outcome
+        self, request: generate_pb2.GenerateRequest, outcome: Outcome
     ) -> AsyncIterator[GenerationEvent]:
         generation = convert.to_generation(request, self._limits, outcome.request_id)
         key = current_key()
@@ -78,7 +78,7 @@ class GenerateServicer(generate_pb2_grpc.GenerateServiceServicer):
     async def Generate(
         self, request: generate_pb2.GenerateRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[generate_pb2.GenerateResponse]:
-        outcome = _Outcome(self._metrics, self._new_request_id(), context)
+        outcome = Outcome(self._metrics, self._new_request_id(), context)
         try:
             async with contextlib.aclosing(self._events(request, outcome)) as events:
                 async for event in events:
@@ -93,7 +93,7 @@ class GenerateServicer(generate_pb2_grpc.GenerateServiceServicer):
     async def Complete(
         self, request: generate_pb2.CompleteRequest, context: grpc.aio.ServicerContext
     ) -> generate_pb2.CompleteResponse:
-        outcome = _Outcome(self._metrics, self._new_request_id(), context)
+        outcome = Outcome(self._metrics, self._new_request_id(), context)
         response = generate_pb2.CompleteResponse()
         content: list[str] = []
         reasoning: list[str] = []
@@ -119,12 +119,15 @@ class GenerateServicer(generate_pb2_grpc.GenerateServiceServicer):
         return response
 
 
-class _Outcome:
+class Outcome:
     """What one request did: when it ends, exactly one log line (never message
-    text) and its request metrics, whatever the ending (OK, error, cancelled)."""
+    text) and its request metrics, whatever the ending (OK, error, cancelled).
+    An Embed (`embed`) counts in the embed series and has no first token."""
 
-    def __init__(self, metrics: Metrics, request_id: str, context: grpc.aio.ServicerContext) -> None:
-        self.metrics, self.request_id, self.context = metrics, request_id, context
+    def __init__(
+        self, metrics: Metrics, request_id: str, context: grpc.aio.ServicerContext, embed: bool = False
+    ) -> None:
+        self.metrics, self.request_id, self.context, self.embed = metrics, request_id, context, embed
         key = current_key()
         self.key = key.name if key else NONE
         self.start = time.monotonic()
@@ -143,11 +146,12 @@ class _Outcome:
             self.code = "DEADLINE_EXCEEDED"
         t, duration = self.trace, time.monotonic() - self.start
         m = self.metrics
-        m.requests.labels(t.route, t.backend, t.model, self.code).inc()
+        requests, durations = (m.embed_requests, m.embed_duration) if self.embed else (m.requests, m.request_duration)
+        requests.labels(t.route, t.backend, t.model, self.code).inc()
         m.key_requests.labels(self.key, self.code).inc()
         if t.attempts:
-            m.request_duration.labels(t.route, t.backend, t.model).observe(duration)
-        if t.time_to_first_token is not None:
+            durations.labels(t.route, t.backend, t.model).observe(duration)
+        if t.time_to_first_token is not None and not self.embed:
             m.time_to_first_token.labels(t.route, t.backend, t.model).observe(t.time_to_first_token)
         usage = t.usage
         if usage is not None:
@@ -155,7 +159,8 @@ class _Outcome:
                 if count:
                     m.tokens.labels(t.backend, t.model, kind).inc(count)
         log.info("request", extra={"fields": {
-            "request_id": self.request_id, "key": self.key, "route": t.route, "backend": t.backend, "model": t.model,
+            "request_id": self.request_id, "kind": "embed" if self.embed else "generation", "key": self.key,
+            "route": t.route, "backend": t.backend, "model": t.model,
             "attempts": t.attempts, "code": self.code, "duration_ms": round(duration * 1000, 1),
             "ttft_ms": None if t.time_to_first_token is None else round(t.time_to_first_token * 1000, 1),
             "prompt_tokens": usage.prompt_tokens if usage else None,

@@ -19,7 +19,7 @@ from grpc_health.v1 import health_pb2_grpc
 from gateway import config as config_module
 from gateway.server import Gateway
 from tests.fakes import FakeOllama, FakeOpenAI, unused_port
-from turnout.v1 import generate_pb2_grpc, model_pb2_grpc, session_pb2_grpc
+from turnout.v1 import embedding_pb2_grpc, generate_pb2_grpc, model_pb2_grpc, session_pb2_grpc
 
 SECRET = "sk-test-planted-secret-0123456789"
 TURNOUT = [sys.executable, "-m", "gateway.cli"]
@@ -33,6 +33,7 @@ class Client:
     models: model_pb2_grpc.ModelServiceStub
     health: health_pb2_grpc.HealthStub
     sessions: session_pb2_grpc.SessionServiceStub
+    embeddings: embedding_pb2_grpc.EmbeddingServiceStub
 
 
 @contextlib.asynccontextmanager
@@ -52,6 +53,7 @@ async def serve(yaml_text: str, env: dict[str, str] | None = None) -> AsyncItera
                 model_pb2_grpc.ModelServiceStub(channel),
                 health_pb2_grpc.HealthStub(channel),
                 session_pb2_grpc.SessionServiceStub(channel),
+                embedding_pb2_grpc.EmbeddingServiceStub(channel),
             )
     finally:
         await gateway.stop(grace=0)
