@@ -10,6 +10,10 @@ from ~540 to ~N streams/s (bench/results.json). Tests pass their own transport
 httpx-aiohttp maps every aiohttp connection error to httpx.ConnectTimeout,
 a refused connection and a server hanging up mid-body included, so
 `translate_transport_errors` classifies by the aiohttp exception underneath.
+
+With `trace_context`, every request carries the W3C `traceparent` (and
+`tracestate`) of the span current when it is sent (gateway/tracing.py makes
+the attempt's span current then), so a traced model server joins the trace.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ from typing import AsyncIterator, Callable, Iterator
 import aiohttp
 import httpx
 from httpx_aiohttp import AiohttpTransport
+from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 from adapters.streams import StreamDecodeError, coalesce, decode_errors, json_object
 from gateway.domain import StreamEvent
@@ -54,11 +59,20 @@ class HttpSettings:
     keepalive_expiry: float = 30.0
 
 
+_W3C = TraceContextTextMapPropagator()
+
+
+async def send_trace_context(request: httpx.Request) -> None:
+    """An httpx request hook: the current span's W3C trace context, if any."""
+    _W3C.inject(request.headers)
+
+
 def build_client(
     base_url: str,
     settings: HttpSettings,
     headers: dict[str, str] | None = None,
     transport: httpx.AsyncBaseTransport | None = None,
+    trace_context: bool = False,
 ) -> httpx.AsyncClient:
     limits = httpx.Limits(
         max_connections=settings.max_connections,
@@ -79,6 +93,7 @@ def build_client(
         transport=transport,
         follow_redirects=False,
         trust_env=False,
+        event_hooks={"request": [send_trace_context]} if trace_context else None,
     )
 
 

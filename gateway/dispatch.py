@@ -55,6 +55,7 @@ from gateway.errors import (
 from gateway.metrics import NONE, Metrics
 from gateway.routing.router import Affinity, Plan, Route, Router
 from gateway.routing.state import BackendState, Target
+from gateway.tracing import Tracing
 
 log = logging.getLogger("turnout")
 JITTER = 0.2
@@ -147,6 +148,7 @@ class Dispatcher:
         metrics: Metrics,
         clock: Callable[[], float] = time.monotonic,
         rng: random.Random | None = None,
+        tracing: Tracing | None = None,
     ) -> None:
         self._router = router
         self._states = states
@@ -155,6 +157,7 @@ class Dispatcher:
         self._clock = clock
         self._rng = rng or random.Random()
         self._affinity = Affinity()
+        self._tracing = tracing or Tracing()
 
     async def run(
         self, generation: Work, deadline: float | None = None, trace: Trace | None = None
@@ -182,12 +185,14 @@ class Dispatcher:
             trace.backend, trace.model, trace.attempts = target.backend, target.model, plan.attempt
             state = self._states[target.backend]
             in_flight = self._metrics.in_flight.labels(target.backend)
-            stream = generation.open(self._adapters[target.backend], target)
+            attempt = self._tracing.attempt(target, plan.attempt, failures[-1][1].kind if failures else "")
+            stream = attempt.stream(generation.open(self._adapters[target.backend], target))
             state.begin()
             in_flight.inc()
             try:
                 event = await self._first_event(stream, route, target, deadline)
                 if isinstance(event, BackendError):
+                    attempt.failed(event)
                     self._record_failure(state, event)
                     if not event.retryable:
                         raise event
@@ -208,6 +213,7 @@ class Dispatcher:
                 state.end()
                 in_flight.dec()
                 await stream.aclose()
+                attempt.end()
         raise self._exhausted(route.name, failures)
 
     async def _back_off(self, route: Route, attempt: int, deadline: float | None) -> bool:

@@ -30,6 +30,7 @@ from gateway.domain import BackendKind
 from gateway.errors import BackendError
 from gateway.guard import Guard
 from gateway.metrics import Metrics
+from gateway.tracing import Tracing
 from gateway.workers import serve_workers
 from gateway.routing.router import Router
 from gateway.routing.state import BackendState
@@ -64,9 +65,11 @@ SERVICES = (
 )
 
 
-def build_adapter(backend: BackendConfig, transport: httpx.AsyncBaseTransport | None = None) -> Adapter:
+def build_adapter(
+    backend: BackendConfig, transport: httpx.AsyncBaseTransport | None = None, trace_context: bool = False
+) -> Adapter:
     headers = {"Authorization": f"Bearer {backend.api_key}"} if backend.api_key else None
-    client = build_client(backend.url, backend.http, headers=headers, transport=transport)
+    client = build_client(backend.url, backend.http, headers=headers, transport=transport, trace_context=trace_context)
     if backend.kind is BackendKind.OLLAMA:
         return OllamaAdapter(backend.name, client)
     return OpenAIAdapter(backend.name, client)
@@ -131,12 +134,13 @@ class Gateway:
         self.metrics = Metrics(self.registry, __version__)
         self.metrics.declare_backends([b.name for b in config.backends])
         self.states = {b.name: BackendState(b.name, config.outlier_detection) for b in config.backends}
-        self.adapters = {b.name: build_adapter(b, transport_for(b)) for b in config.backends}
+        self.tracing = Tracing(config.tracing, config.backends)
+        self.adapters = {b.name: build_adapter(b, transport_for(b), self.tracing.enabled) for b in config.backends}
         self.catalog = Catalog({b.name: b.models for b in config.backends})
         router = Router(
             config.routes, config.rules, config.default_route, config.backends, self.catalog, self._strategy
         )
-        self.dispatcher = Dispatcher(router, self.states, self.adapters, self.metrics)
+        self.dispatcher = Dispatcher(router, self.states, self.adapters, self.metrics, tracing=self.tracing)
         self.port = 0
         self.tls = TlsCredentials(config.tls) if config.tls.enabled else None
         self.store: SessionStore | None = None
@@ -154,7 +158,7 @@ class Gateway:
         and starts serving."""
         self.health = health.aio.HealthServicer()
         self.server = grpc.aio.server(
-            interceptors=[Guard(KeyRing(self.config.api_keys), self.metrics)],
+            interceptors=[i for i in (self.tracing.interceptor(), Guard(KeyRing(self.config.api_keys), self.metrics)) if i],
             options=[
                 ("grpc.max_receive_message_length", self.config.limits.max_request_bytes),
                 ("grpc.so_reuseport", 1 if self.config.workers > 1 else 0),
@@ -224,6 +228,7 @@ class Gateway:
         await asyncio.gather(*(adapter.aclose() for adapter in self.adapters.values()))
         if self.store is not None:
             await self.store.close()
+        await asyncio.to_thread(self.tracing.shutdown)
 
 
 def split_address(address: str) -> tuple[str, int]:

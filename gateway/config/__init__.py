@@ -32,13 +32,14 @@ from gateway.config.types import (
     SessionsConfig,
     TargetConfig,
     TlsConfig,
+    TracingConfig,
 )
 from gateway.domain import BackendKind
 
 __all__ = [
     "AFFINITIES", "SESSION_STORES", "STRATEGIES", "BackendConfig", "Config", "ConfigError", "HealthCheckConfig",
     "LimitsConfig", "LoggingConfig", "RetryConfig", "RouteConfig", "RuleConfig", "SessionsConfig", "TargetConfig",
-    "TlsConfig", "embedded_default", "load", "parse", "redact_url",
+    "TlsConfig", "TracingConfig", "embedded_default", "load", "parse", "redact_url",
 ]
 
 

@@ -13,6 +13,7 @@ from gateway.auth import ApiKey, digest
 from gateway.config.reader import Section, is_env_reference
 from gateway.config.types import (
     AFFINITIES,
+    OTLP_PROTOCOLS,
     SESSION_STORES,
     STRATEGIES,
     BackendConfig,
@@ -26,6 +27,7 @@ from gateway.config.types import (
     SessionsConfig,
     TargetConfig,
     TlsConfig,
+    TracingConfig,
 )
 from gateway.domain import BackendKind
 from gateway.logs import FORMATS, LEVELS
@@ -40,6 +42,10 @@ def _positive(value: float) -> str | None:
 
 def _non_negative(value: float) -> str | None:
     return None if value >= 0 else "must be 0 or more"
+
+
+def _fraction(value: float) -> str | None:
+    return None if 0.0 <= value <= 1.0 else "must be between 0 and 1"
 
 
 def _name(value: str) -> str | None:
@@ -69,6 +75,7 @@ def build(root: Section) -> Config:
         limits=_limits(root.section("limits")),
         logging=_logging(root.section("logging")),
         tls=_tls(root.section("tls")),
+        tracing=_tracing(root.section("tracing")),
         api_keys=_api_keys(root),
         backends=backends,
         routes=routes,
@@ -293,6 +300,40 @@ def _tls(s: Section) -> TlsConfig:
         path = getattr(config, name)
         if path and not Path(path).is_file():
             raise s.error(name, f"no such file: {path}")
+    s.done()
+    return config
+
+
+def _tracing(s: Section) -> TracingConfig:
+    """`tracing:`, falling back to the standard OTEL_* variables for what it
+    leaves out; header values, like API keys, only from the environment."""
+    env = s.env
+    endpoint = s.text("endpoint")
+    protocol = s.text("protocol") or env.get("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL") or env.get(
+        "OTEL_EXPORTER_OTLP_PROTOCOL") or TracingConfig().protocol
+    if protocol not in OTLP_PROTOCOLS:
+        raise s.error("protocol", f"must be one of {', '.join(OTLP_PROTOCOLS)}, got {protocol!r}")
+    if endpoint and not re.match(r"^https?://[^/\s]+", endpoint):
+        raise s.error("endpoint", "must be an http:// or https:// URL, such as http://127.0.0.1:4318")
+    ratio = None if s.raw("sampler_ratio") is None else s.get("sampler_ratio", float, 1.0, _fraction)
+    headers_section = s.section("headers")
+    headers = []
+    for name, raw in headers_section.data.items():
+        if not isinstance(raw, str) or not is_env_reference(raw):
+            raise headers_section.error(name, "must be an environment reference such as ${OTLP_TOKEN}; "
+                                        "header values are not accepted as literal config text")
+        headers.append((name.lower(), headers_section.interpolate(name, raw.strip())))
+    disabled = env.get("OTEL_SDK_DISABLED", "").strip().lower() == "true"
+    from_env = bool(env.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") or env.get("OTEL_EXPORTER_OTLP_ENDPOINT"))
+    config = TracingConfig(
+        enabled=bool(endpoint or from_env) and not disabled,
+        endpoint=endpoint,
+        protocol=protocol,
+        sampler_ratio=ratio,
+        headers=tuple(headers),
+        service_name=s.text("service_name") or env.get("OTEL_SERVICE_NAME") or TracingConfig().service_name,
+        metadata=tuple(_strings(s, "metadata")),
+    )
     s.done()
     return config
 

@@ -14,6 +14,7 @@ from gateway.routing.state import OutlierPolicy
 STRATEGIES = ("weighted_round_robin", "least_used", "priority")
 AFFINITIES = ("none", "session")
 SESSION_STORES = ("memory", "sqlite", "redis")
+OTLP_PROTOCOLS = ("http/protobuf", "grpc")
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,6 +120,25 @@ class LoggingConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class TracingConfig:
+    """OpenTelemetry export (SPEC §8), on when an endpoint is configured here
+    or in OTEL_EXPORTER_OTLP_(TRACES_)ENDPOINT. `endpoint` is the collector's
+    base URL (http/protobuf appends /v1/traces); empty means the exporter
+    reads the OTEL_* variables itself. `sampler_ratio` None leaves sampling
+    to OTEL_TRACES_SAMPLER (default: parent-based, always on). `headers` are
+    sent with every export (values only from the environment); `metadata`
+    names the request metadata keys whose values become span attributes."""
+
+    enabled: bool = False
+    endpoint: str = ""
+    protocol: str = "http/protobuf"
+    sampler_ratio: float | None = None
+    headers: tuple[tuple[str, str], ...] = field(default=(), repr=False)
+    service_name: str = "turnout"
+    metadata: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
 class Config:
     listen: str = "127.0.0.1:50051"
     metrics_listen: str = "127.0.0.1:9464"
@@ -131,6 +151,7 @@ class Config:
     limits: LimitsConfig = LimitsConfig()
     logging: LoggingConfig = LoggingConfig()
     tls: TlsConfig = TlsConfig()
+    tracing: TracingConfig = TracingConfig()
     api_keys: tuple[ApiKey, ...] = ()
     backends: tuple[BackendConfig, ...] = ()
     routes: tuple[RouteConfig, ...] = ()

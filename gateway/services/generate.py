@@ -11,6 +11,7 @@ from typing import AsyncIterator, Callable
 
 import grpc
 
+from gateway import tracing
 from gateway.auth import current_key
 from gateway.config import LimitsConfig
 from gateway.dispatch import Completed, Dispatcher, GenerationEvent, Started, Trace
@@ -145,14 +146,14 @@ class Outcome:
         if self.code == "CANCELLED" and self.context.time_remaining() == 0:
             self.code = "DEADLINE_EXCEEDED"
         t, duration = self.trace, time.monotonic() - self.start
-        m = self.metrics
+        m, exemplar = self.metrics, tracing.exemplar()
         requests, durations = (m.embed_requests, m.embed_duration) if self.embed else (m.requests, m.request_duration)
         requests.labels(t.route, t.backend, t.model, self.code).inc()
         m.key_requests.labels(self.key, self.code).inc()
         if t.attempts:
-            durations.labels(t.route, t.backend, t.model).observe(duration)
+            durations.labels(t.route, t.backend, t.model).observe(duration, exemplar)
         if t.time_to_first_token is not None and not self.embed:
-            m.time_to_first_token.labels(t.route, t.backend, t.model).observe(t.time_to_first_token)
+            m.time_to_first_token.labels(t.route, t.backend, t.model).observe(t.time_to_first_token, exemplar)
         usage = t.usage
         if usage is not None:
             for kind, count in (("prompt", usage.prompt_tokens), ("completion", usage.completion_tokens)):
@@ -164,5 +165,6 @@ class Outcome:
             "attempts": t.attempts, "code": self.code, "duration_ms": round(duration * 1000, 1),
             "ttft_ms": None if t.time_to_first_token is None else round(t.time_to_first_token * 1000, 1),
             "prompt_tokens": usage.prompt_tokens if usage else None,
-            "completion_tokens": usage.completion_tokens if usage else None,
+            "completion_tokens": usage.completion_tokens if usage else None, **tracing.log_fields(),
         }})
+        tracing.annotate(self.request_id, t)
