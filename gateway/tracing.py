@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import inspect
 import urllib.parse
 import uuid
 from typing import TYPE_CHECKING, Any, AsyncIterator, Awaitable, Callable, Iterable, Iterator
@@ -208,7 +207,9 @@ def _usage(usage: Usage | None) -> dict[str, int]:
 
 class RpcSpans(grpc.aio.ServerInterceptor):
     """One SERVER span per turnout.v1 RPC (not health or reflection), the
-    child of the caller's W3C trace context when it sent one."""
+    child of the caller's W3C trace context when it sent one. It sits in
+    front of the Guard, whose handlers are coroutines (streaming ones write
+    with context.write), so a refused call has its span too."""
 
     def __init__(self, tracer: trace.Tracer, metadata: tuple[str, ...]) -> None:
         self._tracer = tracer
@@ -222,15 +223,10 @@ class RpcSpans(grpc.aio.ServerInterceptor):
         if handler is None or not details.method.startswith(TRACED) or handler.request_streaming:
             return handler
         inner = handler.unary_unary or handler.unary_stream
-        if handler.unary_stream is not None and inspect.isasyncgenfunction(inner):
-            async def behavior(request: Any, context: grpc.aio.ServicerContext):
-                with self._span(details, request, context):
-                    async for response in inner(request, context):
-                        yield response
-        else:
-            async def behavior(request: Any, context: grpc.aio.ServicerContext):
-                with self._span(details, request, context):
-                    return await inner(request, context)
+
+        async def behavior(request: Any, context: grpc.aio.ServicerContext) -> Any:
+            with self._span(details, request, context):
+                return await inner(request, context)
 
         make = grpc.unary_stream_rpc_method_handler if handler.unary_stream else grpc.unary_unary_rpc_method_handler
         return make(behavior, request_deserializer=handler.request_deserializer,
