@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import urllib.parse
 import uuid
 from typing import TYPE_CHECKING, Any, AsyncIterator, Awaitable, Callable, Iterable, Iterator
@@ -58,7 +59,13 @@ if TYPE_CHECKING:
 W3C = TraceContextTextMapPropagator()
 OFF = TracingConfig()
 TRACED = "/turnout.v1."
-OPERATIONS = {"/turnout.v1.GenerateService/Generate": "chat", "/turnout.v1.GenerateService/Complete": "chat"}
+OPERATIONS = {
+    "/turnout.v1.GenerateService/Generate": "chat",
+    "/turnout.v1.GenerateService/Complete": "chat",
+    "/turnout.v1.EmbeddingService/Embed": "embeddings",
+}
+# The GenAI operation of the RPC being handled, for its attempts' spans.
+OPERATION: contextvars.ContextVar[str] = contextvars.ContextVar("turnout_operation", default="chat")
 # Server-side gRPC codes that mark the span as an error (OpenTelemetry's RPC conventions).
 SERVER_ERRORS = frozenset({
     grpc.StatusCode.UNKNOWN, grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.UNIMPLEMENTED,
@@ -116,8 +123,9 @@ class Tracing:
         (RPC) span; `retry_reason` is the kind of failure that caused it."""
         if not self.enabled:
             return NO_ATTEMPT
+        operation = OPERATION.get()
         attributes: dict[str, Any] = {
-            "gen_ai.operation.name": "chat",
+            "gen_ai.operation.name": operation,
             "gen_ai.request.model": target.model,
             "turnout.backend": target.backend,
             "turnout.attempt": number,
@@ -125,7 +133,7 @@ class Tracing:
         }
         if retry_reason:
             attributes["turnout.retry_reason"] = retry_reason
-        span = self._tracer.start_span(f"chat {target.model}", kind=SpanKind.CLIENT, attributes=attributes)
+        span = self._tracer.start_span(f"{operation} {target.model}", kind=SpanKind.CLIENT, attributes=attributes)
         return Attempt(span, target.model)
 
     def shutdown(self) -> None:
@@ -243,6 +251,7 @@ class RpcSpans(grpc.aio.ServerInterceptor):
             attributes.update(self._request_attributes(operation, request))
         span = self._tracer.start_span(method, W3C.extract(carrier), SpanKind.SERVER, attributes)
         token = otel_context.attach(trace.set_span_in_context(span))
+        operation_token = OPERATION.set(operation or "")
         error: BaseException | None = None
         try:
             yield
@@ -250,6 +259,7 @@ class RpcSpans(grpc.aio.ServerInterceptor):
             error = exc
             raise
         finally:
+            OPERATION.reset(operation_token)
             otel_context.detach(token)
             code = _status(context, error)
             span.set_attribute("rpc.grpc.status_code", code.value[0])
@@ -259,7 +269,7 @@ class RpcSpans(grpc.aio.ServerInterceptor):
             span.end()
 
     def _request_attributes(self, operation: str, request: Any) -> dict[str, Any]:
-        """GenAI attributes of the request: CompleteRequest wraps a GenerateRequest."""
+        """GenAI attributes of the request (CompleteRequest wraps a GenerateRequest)."""
         generation = getattr(request, "request", request)
         attributes: dict[str, Any] = {"gen_ai.operation.name": operation}
         model = getattr(generation, "model", None)

@@ -11,7 +11,7 @@ from tests.e2e.conftest import SECRET, backends_yaml, serve
 from tests.e2e.helpers import ask, collect, failure, text
 from tests.fakes import HttpError, Reply
 from tests.otlp import PROTOCOLS, OtlpReceiver
-from turnout.v1 import generate_pb2, session_pb2
+from turnout.v1 import embedding_pb2, generate_pb2, session_pb2
 
 TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
 CALLER_SPAN = "00f067aa0ba902b7"
@@ -82,14 +82,16 @@ async def test_a_retried_generation_is_one_trace_under_the_callers_span(ollama, 
         assert planted.encode() not in receiver.raw
 
 
-async def test_unary_calls_session_calls_and_failures_have_spans_with_their_status(ollama):
+async def test_unary_calls_embed_session_calls_and_failures_have_spans_with_their_status(ollama):
     async with OtlpReceiver() as receiver:
         async with serve(backends_yaml(ollama) + tracing_yaml(receiver)) as c:
             complete = generate_pb2.CompleteRequest(request=ask(model="llama3.2:1b"))
             assert (await c.generate.Complete(complete, metadata=CALLER)).content
             await failure(c.generate.Generate(ask(model="nope"), metadata=CALLER))
             await c.sessions.CreateSession(session_pb2.CreateSessionRequest(), metadata=CALLER)
-        spans = await receiver.wait_for_spans(4)
+            embed = embedding_pb2.EmbedRequest(model="llama3.2:1b", inputs=[PROMPT])
+            assert (await c.embeddings.Embed(embed, metadata=CALLER)).embeddings
+        spans = await receiver.wait_for_spans(6)
 
     [complete_span] = by_name(spans, "turnout.v1.GenerateService/Complete")
     [attempt] = [s for s in spans if s.parent_id == complete_span.span_id]
@@ -101,6 +103,11 @@ async def test_unary_calls_session_calls_and_failures_have_spans_with_their_stat
     [session] = by_name(spans, "turnout.v1.SessionService/CreateSession")
     assert session.trace_id == TRACE_ID and session.attributes["rpc.method"] == "CreateSession"
     assert "gen_ai.operation.name" not in session.attributes
+    [embed_span] = by_name(spans, "turnout.v1.EmbeddingService/Embed")
+    [embed_attempt] = [s for s in spans if s.parent_id == embed_span.span_id]
+    assert embed_span.attributes["gen_ai.operation.name"] == "embeddings"
+    assert embed_attempt.name == "embeddings llama3.2:1b" and embed_attempt.attributes["turnout.outcome"] == "ok"
+    assert PROMPT.encode() not in receiver.raw
 
 
 async def test_request_log_line_and_latency_exemplars_carry_the_trace(ollama, caplog):
