@@ -182,7 +182,8 @@ async def drain(chunks: AsyncIterator[bytes]) -> None:
 
 def error_text(body: bytes) -> str:
     """The upstream's own error message: Ollama's `{"error": "..."}`, OpenAI's
-    `{"error": {"message": "..."}}`, else the start of the raw body."""
+    `{"error": {"message": "..."}}`, older vLLM's flat `{"object": "error",
+    "message": "..."}`, else the start of the raw body."""
     try:
         parsed = json.loads(body)
     except ValueError:
@@ -190,6 +191,8 @@ def error_text(body: bytes) -> str:
     error = parsed.get("error") if isinstance(parsed, dict) else None
     if error:
         return error_message(error)
+    if isinstance(parsed, dict) and parsed.get("object") == "error":
+        return error_message(parsed)
     return body.decode("utf-8", "replace")[:ERROR_TEXT_LIMIT]
 
 
@@ -216,11 +219,13 @@ async def stream_events(
     decode: Callable[[bytes], list[StreamEvent]],
     finished: Callable[[], bool],
     terminator: str,
+    end: Callable[[], list[StreamEvent]] = list,
 ) -> AsyncIterator[StreamEvent]:
     """POSTs `payload` and yields the events `decode` makes of each network
     read, consecutive deltas of one read coalesced into one. Once `finished()`
-    the rest of the body is drained so the connection can be reused; a body
-    that ends before then is a BackendProtocolError naming `terminator`.
+    the rest of the body is drained so the connection can be reused. When the
+    body ends first, `end()` gives the decoder's last events; unless that
+    finished the stream, it is a BackendProtocolError naming `terminator`.
     Closing the iterator closes the upstream response at once."""
     with translate_transport_errors(backend), decode_errors(backend):
         async with client.stream("POST", path, json=payload) as response:
@@ -234,6 +239,10 @@ async def stream_events(
                     yield event
                 if finished():
                     return
+            for event in end():
+                yield event
+            if finished():
+                return
     raise BackendProtocolError(f"backend {backend!r} ended the stream before {terminator}")
 
 

@@ -107,19 +107,73 @@ def build_chat_payload(request: ChatRequest) -> dict[str, object]:
     return openai_controls(payload, request)
 
 
+class ToolCallAssembler:
+    """Joins streamed tool-call fragments into whole calls, in the order they
+    started. A fragment with an `id` not seen before starts a new call, even
+    when it reuses an `index` (unless the call at that index has no id yet);
+    one with a known `id` continues that call; one with only an `index`
+    continues the call at that index; one with neither continues the last
+    call (or starts one when it names a function and the last call already
+    has a name). The legacy `delta.function_call` arrives as such fragments."""
+
+    def __init__(self) -> None:
+        self._calls: list[dict[str, str]] = []
+        self._by_id: dict[str, dict[str, str]] = {}
+        self._by_index: dict[object, dict[str, str]] = {}
+
+    def add(self, fragment: object) -> None:
+        if not isinstance(fragment, dict) or not isinstance(fragment.get("function") or {}, dict):
+            raise StreamDecodeError("a tool call fragment is not a JSON object")
+        function = fragment.get("function") or {}
+        call = self._call_for(fragment.get("id") or "", fragment.get("index"), function.get("name") or "")
+        call["name"] = function.get("name") or call["name"]
+        call["args"] += function.get("arguments") or ""
+
+    def _call_for(self, call_id: str, index: object, name: str) -> dict[str, str]:
+        if call_id in self._by_id:
+            return self._by_id[call_id]
+        call = self._by_index.get(index) if index is not None else None
+        if call is None and index is None and self._calls:
+            last = self._calls[-1]
+            call = last if not call_id and not (name and last["name"]) else None
+        if call is None or (call_id and call["id"]):
+            call = {"id": "", "name": "", "args": ""}
+            self._calls.append(call)
+        if call_id:
+            call["id"] = call_id
+            self._by_id[call_id] = call
+        if index is not None:
+            self._by_index[index] = call
+        return call
+
+    def flush(self) -> list[StreamEvent]:
+        """One Delta of the whole calls gathered so far (none when there are none)."""
+        calls = tuple(
+            ToolCall(id=call["id"] or new_tool_call_id(), name=call["name"], arguments=call["args"])
+            for call in self._calls
+        )
+        self._calls, self._by_id, self._by_index = [], {}, {}
+        return [Delta(tool_calls=calls)] if calls else []
+
+
 class OpenAIChatDecoder:
     """Maps SSE data payloads of a streamed chat completion to events.
 
-    Tool-call fragments are gathered per `index` and emitted as one Delta of
-    whole calls when a finish_reason arrives. `[DONE]` without any
-    finish_reason is a protocol error: servers send it that way when they cut
-    a generation off (llama.cpp when a new request interrupts one), and an
-    answer that may be incomplete must not be reported, or stored, as finished.
+    Tool-call fragments are gathered by ToolCallAssembler and emitted as one
+    Delta of whole calls when a finish_reason arrives. Only the documented
+    finish reasons mean success; any other (vLLM's `abort`, forks' `error`)
+    is a broken stream. `[DONE]` without any finish_reason is a protocol
+    error: servers send it that way when they cut a generation off (llama.cpp
+    when a new request interrupts one), and an answer that may be incomplete
+    must not be reported, or stored, as finished. A body that ends after a
+    finish_reason and the usage we asked for, without `[DONE]`
+    (ik_llama.cpp's default), is complete: see `end`. `delta.refusal` is
+    delivered as content (README, "Protocol fidelity").
     """
 
     def __init__(self, backend: str) -> None:
         self._backend = backend
-        self._calls: dict[int, dict[str, str]] = {}
+        self._calls = ToolCallAssembler()
         self._reason: FinishReason | None = None
         self._usage: Usage | None = None
         self._finished = False
@@ -135,23 +189,33 @@ class OpenAIChatDecoder:
                     f"backend {self._backend!r} ended the stream with [DONE] but no finish_reason: "
                     "the answer may be cut off"
                 )
-            self._finished = True
-            return [*self._flush_calls(), Finish(self._reason, self._usage)]
+            return self._finish()
         try:
             chunk = json.loads(event_data)
         except ValueError as exc:
             raise StreamDecodeError(f"not a JSON event: {event_data[:80]!r}") from exc
         if not isinstance(chunk, dict):
             raise StreamDecodeError("an event is not a JSON object")
-        if chunk.get("error"):
+        if chunk.get("error") or chunk.get("object") == "error":
             raise BackendServerError(
-                f"backend {self._backend!r} failed mid-stream: {error_message(chunk['error'])}"
+                f"backend {self._backend!r} failed mid-stream: {error_message(chunk.get('error') or chunk)}"
             )
         usage = chunk.get("usage")
         if isinstance(usage, dict):
             self._usage = Usage(usage.get("prompt_tokens"), usage.get("completion_tokens"))
         choices = chunk.get("choices") or []
         return self._choice(choices[0]) if choices else []
+
+    def end(self) -> list[StreamEvent]:
+        """The body ended without `[DONE]`: complete when a finish_reason and
+        the usage arrived (the last things a server sends), else nothing."""
+        if self._finished or self._reason is None or self._usage is None:
+            return []
+        return self._finish()
+
+    def _finish(self) -> list[StreamEvent]:
+        self._finished = True
+        return [*self._calls.flush(), Finish(self._reason, self._usage)]
 
     def _choice(self, choice: object) -> list[StreamEvent]:
         if not isinstance(choice, dict):
@@ -160,38 +224,26 @@ class OpenAIChatDecoder:
         if not isinstance(delta, dict):
             raise StreamDecodeError("a delta is not a JSON object")
         for fragment in delta.get("tool_calls") or ():
-            self._gather(fragment)
+            self._calls.add(fragment)
+        if delta.get("function_call"):
+            self._calls.add({"function": delta["function_call"]})
         events: list[StreamEvent] = []
         text = Delta(
-            content=delta.get("content") or "",
+            content=(delta.get("content") or "") + (delta.get("refusal") or ""),
             reasoning=delta.get("reasoning") or delta.get("reasoning_content") or "",
         )
         if text != Delta():
             events.append(text)
         reason = choice.get("finish_reason")
         if reason is not None:
-            self._reason = _FINISH_REASONS.get(reason, FinishReason.STOP)
-            events.extend(self._flush_calls())
+            if reason not in _FINISH_REASONS:
+                raise BackendProtocolError(
+                    f"backend {self._backend!r} ended the generation with finish_reason {str(reason)[:40]!r}: "
+                    "the answer is incomplete"
+                )
+            self._reason = _FINISH_REASONS[reason]
+            events.extend(self._calls.flush())
         return events
-
-    def _gather(self, fragment: object) -> None:
-        if not isinstance(fragment, dict):
-            raise StreamDecodeError("a tool call fragment is not a JSON object")
-        call = self._calls.setdefault(fragment.get("index", 0), {"id": "", "name": "", "args": ""})
-        function = fragment.get("function") or {}
-        call["id"] = fragment.get("id") or call["id"]
-        call["name"] = function.get("name") or call["name"]
-        call["args"] += function.get("arguments") or ""
-
-    def _flush_calls(self) -> list[StreamEvent]:
-        if not self._calls:
-            return []
-        calls = tuple(
-            ToolCall(id=call["id"] or new_tool_call_id(), name=call["name"], arguments=call["args"])
-            for _, call in sorted(self._calls.items())
-        )
-        self._calls = {}
-        return [Delta(tool_calls=calls)]
 
 
 class OpenAIAdapter:
@@ -208,7 +260,7 @@ class OpenAIAdapter:
         return stream_events(
             self._client, self.name, "chat/completions", build_chat_payload(request),
             decode=lambda data: [item for event in events.feed(data) for item in chat.feed(event.data)],
-            finished=lambda: chat.finished, terminator="[DONE]",
+            finished=lambda: chat.finished, terminator="[DONE]", end=chat.end,
         )
 
     async def embed(self, request: EmbedRequest) -> Embeddings:

@@ -195,7 +195,6 @@ def test_decoder_generates_missing_tool_call_id() -> None:
         ("length", FinishReason.LENGTH),
         ("function_call", FinishReason.TOOL_CALLS),
         ("content_filter", FinishReason.CONTENT_FILTER),
-        ("something_new", FinishReason.STOP),
     ],
 )
 def test_decoder_finish_reason_map(reason: str, expected: FinishReason) -> None:

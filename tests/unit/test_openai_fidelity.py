@@ -1,0 +1,130 @@
+"""What OpenAI-compatible servers really send, fed byte for byte through the
+adapter (httpx.MockTransport). Each body names the source it was taken from."""
+
+from __future__ import annotations
+
+import json
+
+import httpx
+import pytest
+
+from adapters.http import HttpSettings, build_client
+from adapters.openai import OpenAIAdapter
+from gateway.domain import ChatRequest, Delta, Finish, FinishReason, Message, Role, ToolCall, Usage
+from gateway.errors import BackendProtocolError, BackendRejected, BackendServerError
+from tests.unit.reads import in_reads
+
+REQUEST = ChatRequest(model="m", messages=(Message(Role.USER, "hi"),))
+DONE = b"data: [DONE]\n\n"
+
+
+def adapter(*reads: bytes, status: int = 200) -> OpenAIAdapter:
+    client = build_client("http://127.0.0.1:8000/v1", HttpSettings(), transport=httpx.MockTransport(in_reads(*reads, status=status)))
+    return OpenAIAdapter("vllm", client)
+
+
+def data(chunk: dict) -> bytes:
+    return b"data: " + json.dumps(chunk, separators=(",", ":")).encode() + b"\n\n"
+
+
+def choice(delta: dict, finish_reason: str | None = None) -> bytes:
+    return data({
+        "id": "chatcmpl-1", "object": "chat.completion.chunk", "created": 1733000000, "model": "m",
+        "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish_reason}],
+    })
+
+
+def fragments(*calls: dict) -> bytes:
+    return choice({"tool_calls": list(calls)})
+
+
+USAGE = data({"id": "chatcmpl-1", "object": "chat.completion.chunk", "created": 1733000000, "model": "m",
+              "choices": [], "usage": {"prompt_tokens": 9, "completion_tokens": 3, "total_tokens": 12}})
+
+
+async def events(*reads: bytes) -> list:
+    return [event async for event in adapter(*reads).stream_chat(REQUEST)]
+
+
+# vLLM: FINISH_REASON_STRINGS in vllm/v1/engine/__init__.py is ("stop", "length", "abort");
+# serving_chat.py puts the engine's reason into the chunk's finish_reason as is. Forks send
+# "error" or "repetition". Only OpenAI's documented reasons mean the answer is whole.
+@pytest.mark.parametrize("reason", ["abort", "error", "repetition"])
+async def test_an_undocumented_finish_reason_is_a_broken_stream(reason: str) -> None:
+    with pytest.raises(BackendProtocolError, match=f"finish_reason '{reason}'"):
+        await events(choice({"content": "The answer is"}), choice({"content": ""}, reason), USAGE, DONE)
+
+
+# A new `id` at a reused index is a second call (compatible servers that send every call
+# whole at index 0); the OpenAI types make `index` required, yet some servers omit it,
+# and an argument-only fragment then continues the last call.
+async def test_a_new_id_at_a_reused_index_starts_a_second_call() -> None:
+    got = await events(
+        fragments({"index": 0, "id": "call_1", "type": "function", "function": {"name": "a", "arguments": "{}"}}),
+        fragments({"index": 0, "id": "call_2", "type": "function", "function": {"name": "b", "arguments": "{\"x\":"}}),
+        fragments({"index": 0, "function": {"arguments": "1}"}}),
+        choice({}, "tool_calls"), USAGE, DONE,
+    )
+    assert got[0] == Delta(tool_calls=(ToolCall("call_1", "a", "{}"), ToolCall("call_2", "b", '{"x":1}')))
+
+
+async def test_fragments_without_index_are_joined_by_id() -> None:
+    got = await events(
+        fragments({"id": "call_1", "type": "function", "function": {"name": "a", "arguments": "{\"q\""}}),
+        fragments({"function": {"arguments": ":1}"}}),
+        fragments({"id": "call_2", "type": "function", "function": {"name": "b", "arguments": ""}}),
+        fragments({"id": "call_2", "function": {"arguments": "{}"}}),
+        choice({}, "tool_calls"), USAGE, DONE,
+    )
+    assert got[0] == Delta(tool_calls=(ToolCall("call_1", "a", '{"q":1}'), ToolCall("call_2", "b", "{}")))
+
+
+# OpenAI API reference (deprecated `functions`): the call streams in `delta.function_call`
+# and the stream ends with finish_reason "function_call".
+async def test_legacy_function_call_is_collected_as_a_tool_call() -> None:
+    got = await events(
+        choice({"role": "assistant", "content": None, "function_call": {"name": "get_weather", "arguments": ""}}),
+        choice({"function_call": {"arguments": "{\"city\":"}}),
+        choice({"function_call": {"arguments": "\"Oslo\"}"}}),
+        choice({}, "function_call"), USAGE, DONE,
+    )
+    assert got[0].tool_calls[0].name == "get_weather"
+    assert got[0].tool_calls[0].arguments == '{"city":"Oslo"}'
+    assert got[1] == Finish(FinishReason.TOOL_CALLS, Usage(9, 3))
+
+
+# OpenAI API reference, chat.completion.chunk: `delta.refusal` carries the refusal text
+# instead of `content` (structured outputs); the finish_reason stays "stop".
+async def test_a_refusal_reaches_the_caller_as_content() -> None:
+    got = await events(
+        choice({"role": "assistant", "content": None, "refusal": ""}),
+        choice({"refusal": "I'm sorry, I can't help with that."}),
+        choice({}, "stop"), USAGE, DONE,
+    )
+    assert got == [Delta("I'm sorry, I can't help with that."), Finish(FinishReason.STOP, Usage(9, 3))]
+
+
+# vLLM before the nested shape (entrypoints/openai/protocol.py ErrorResponse, sent by
+# create_streaming_error_response): a flat object with "object":"error".
+async def test_a_flat_error_object_mid_stream_keeps_its_message() -> None:
+    flat = b'data: {"object":"error","message":"The model ran out of KV cache","type":"InternalServerError","param":null,"code":500}\n\n'
+    with pytest.raises(BackendServerError, match="ran out of KV cache"):
+        await events(choice({"content": "par"}), flat)
+
+
+async def test_a_flat_error_body_keeps_its_message() -> None:
+    flat = b'{"object":"error","message":"This model\'s maximum context length is 2048 tokens.","type":"BadRequestError","param":null,"code":400}'
+    with pytest.raises(BackendRejected, match="HTTP 400: This model's maximum context length is 2048"):
+        [event async for event in adapter(flat, status=400).stream_chat(REQUEST)]
+
+
+# ik_llama.cpp (examples/server, send_done defaults to false): the stream closes after the
+# finish_reason chunk and the usage chunk, without `data: [DONE]`.
+async def test_a_stream_ending_after_finish_and_usage_without_done_is_complete() -> None:
+    got = await events(choice({"content": "Hi"}), choice({}, "stop"), USAGE)
+    assert got == [Delta("Hi"), Finish(FinishReason.STOP, Usage(9, 3))]
+
+
+async def test_a_stream_ending_after_finish_without_usage_or_done_is_broken() -> None:
+    with pytest.raises(BackendProtocolError, match=r"before \[DONE\]"):
+        await events(choice({"content": "Hi"}), choice({}, "stop"))
