@@ -22,6 +22,7 @@ import asyncio
 import contextlib
 import email.utils
 import json
+import re
 import time
 from dataclasses import dataclass
 from typing import AsyncIterator, Callable, Iterator
@@ -146,23 +147,56 @@ def parse_retry_after(headers: httpx.Headers, now: float | None = None) -> float
     return max(0.0, parsed.timestamp() - (time.time() if now is None else now))
 
 
+_GO_DURATION_PART = re.compile(r"(\d+(?:\.\d*)?)(ns|us|µs|ms|s|m|h)")
+_GO_UNIT_SECONDS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
+
+
+def parse_go_duration(text: str) -> float | None:
+    """Seconds in a Go duration string (`20ms`, `1s`, `6m0s`, `1h2m3.5s`); None when it is not one."""
+    text = text.strip()
+    parts = _GO_DURATION_PART.findall(text)
+    if not parts or "".join(number + unit for number, unit in parts) != text:
+        return None
+    return sum(float(number) * _GO_UNIT_SECONDS[unit] for number, unit in parts)
+
+
+def parse_ratelimit_reset(headers: httpx.Headers) -> float | None:
+    """Seconds until the exhausted rate limit resets, from OpenAI's
+    `x-ratelimit-reset-requests` / `-tokens` (Go durations such as `6m0s`).
+    The limits whose `x-ratelimit-remaining-*` is 0 decide; when none says
+    so, the later reset does, since waiting less would hit the limit again."""
+    resets = {}
+    for limit in ("requests", "tokens"):
+        value = headers.get(f"x-ratelimit-reset-{limit}")
+        seconds = parse_go_duration(value) if value is not None else None
+        if seconds is not None:
+            resets[limit] = seconds
+    exhausted = [seconds for limit, seconds in resets.items() if headers.get(f"x-ratelimit-remaining-{limit}") == "0"]
+    return max(exhausted or resets.values(), default=None)
+
+
 def error_for_status(
     backend: str, status: int, upstream_message: str, headers: httpx.Headers
 ) -> BackendError:
     """Maps an upstream HTTP error status (before any stream data) to the
-    BackendError that decides retry and the caller's gRPC status."""
+    BackendError that decides retry and the caller's gRPC status. 403 is a
+    refusal of this request (OpenRouter's moderation, OpenAI's unsupported
+    region), not broken credentials: it is not retried and does not eject
+    the backend. A 400 saying the model "does not support" something
+    (Ollama's capability check) is a precondition, not a malformed request."""
     detail = f"backend {backend!r} answered HTTP {status}: {upstream_message}"
     if status == 429:
-        return BackendRateLimited(detail, retry_after=parse_retry_after(headers))
+        retry_after = parse_retry_after(headers)
+        return BackendRateLimited(detail, retry_after=parse_ratelimit_reset(headers) if retry_after is None else retry_after)
     if status >= 500:
         return BackendServerError(detail, retry_after=parse_retry_after(headers))
     if status == 404:
         return BackendModelMissing(detail)
-    if status in (401, 403):
+    if status == 401:
         return BackendAuthFailed(detail)
     if status in (408, 409):
         return BackendServerError(detail)
-    return BackendRejected(detail, http_status=status)
+    return BackendRejected(detail, http_status=status, unsupported="does not support" in upstream_message)
 
 
 ERROR_TEXT_LIMIT = 300

@@ -20,9 +20,9 @@ services map any error to a status with one attribute lookup.
         ├── BackendRateLimited    HTTP 429; may carry retry_after
         ├── BackendServerError    HTTP 5xx
         ├── BackendModelMissing   the backend does not have the model (HTTP 404)
-        ├── BackendAuthFailed     the backend refused our credentials (HTTP 401/403)
+        ├── BackendAuthFailed     the backend refused our credentials (HTTP 401)
         ├── BackendProtocolError  garbage, a stream without its terminator, a mid-stream error
-        └── BackendRejected       HTTP 4xx about the request itself; not retried
+        └── BackendRejected       HTTP 4xx (403 included) about the request itself; not retried
 
 A BackendError's `retryable` says whether another target may be tried; its
 `kind` is the bounded label used in logs and metrics. Messages never contain
@@ -146,17 +146,21 @@ class BackendProtocolError(BackendError):
 
 class BackendRejected(BackendError):
     """The upstream refused the request itself (HTTP 4xx): retrying elsewhere
-    would fail the same way. 400/422 become INVALID_ARGUMENT; other 4xx
-    (for example "model does not support tools") FAILED_PRECONDITION."""
+    would fail the same way, and the backend is not at fault. 400/422 become
+    INVALID_ARGUMENT, 403 (moderation, region, plan) PERMISSION_DENIED; other
+    4xx, and a 400 saying the model does not support a capability the
+    request needs (`unsupported`: Ollama's "does not support tools"),
+    FAILED_PRECONDITION."""
 
     retryable = False
     kind = "rejected"
 
-    def __init__(self, message: str, http_status: int) -> None:
+    def __init__(self, message: str, http_status: int, unsupported: bool = False) -> None:
         super().__init__(message)
         self.http_status = http_status
-        self.status = (
-            grpc.StatusCode.INVALID_ARGUMENT
-            if http_status in (400, 422)
-            else grpc.StatusCode.FAILED_PRECONDITION
-        )
+        if http_status == 403:
+            self.status = grpc.StatusCode.PERMISSION_DENIED
+        elif http_status in (400, 422) and not unsupported:
+            self.status = grpc.StatusCode.INVALID_ARGUMENT
+        else:
+            self.status = grpc.StatusCode.FAILED_PRECONDITION

@@ -60,7 +60,9 @@ async def test_upstream_400_is_invalid_argument_and_not_retried(ollama, openai):
 
 
 async def test_upstream_4xx_about_capability_is_failed_precondition(ollama):
-    ollama.script(HttpError(405, "\"llama3.2:1b\" does not support tools"))
+    # Ollama server/routes.go: a missing capability (errCapabilities) is HTTP 400 with
+    # "<model> does not support tools" (handleScheduleError); not a malformed request.
+    ollama.script(HttpError(400, "registry.ollama.ai/library/llama3.2:1b does not support tools"))
     async with serve(backends_yaml(ollama)) as c:
         error = await failure(c.generate.Generate(ask(model="llama3.2:1b")))
     assert error.code() == grpc.StatusCode.FAILED_PRECONDITION

@@ -8,7 +8,7 @@ import json
 import httpx
 import pytest
 
-from adapters.http import HttpSettings, build_client
+from adapters.http import HttpSettings, build_client, parse_go_duration, parse_ratelimit_reset
 from adapters.openai import OpenAIAdapter
 from gateway.domain import ChatRequest, Delta, Finish, FinishReason, Message, Role, ToolCall, Usage
 from gateway.errors import BackendProtocolError, BackendRejected, BackendServerError
@@ -128,3 +128,18 @@ async def test_a_stream_ending_after_finish_and_usage_without_done_is_complete()
 async def test_a_stream_ending_after_finish_without_usage_or_done_is_broken() -> None:
     with pytest.raises(BackendProtocolError, match=r"before \[DONE\]"):
         await events(choice({"content": "Hi"}), choice({}, "stop"))
+
+
+@pytest.mark.parametrize(
+    ("text", "seconds"),
+    [("20ms", 0.02), ("1s", 1.0), ("6m0s", 360.0), ("1h2m3.5s", 3723.5), ("", None), ("soon", None), ("5", None)],
+)
+def test_go_durations_of_ratelimit_reset_headers(text: str, seconds: float | None) -> None:
+    assert parse_go_duration(text) == seconds
+
+
+def test_ratelimit_reset_waits_for_the_exhausted_limit_else_the_later_one() -> None:
+    both = {"x-ratelimit-reset-requests": "1s", "x-ratelimit-reset-tokens": "6m0s"}
+    assert parse_ratelimit_reset(httpx.Headers(both)) == 360.0
+    assert parse_ratelimit_reset(httpx.Headers({**both, "x-ratelimit-remaining-requests": "0"})) == 1.0
+    assert parse_ratelimit_reset(httpx.Headers({})) is None
