@@ -34,7 +34,7 @@ from gateway.domain import (
     ToolCall,
     Usage,
 )
-from gateway.errors import BackendRejected, BackendServerError
+from gateway.errors import BackendProtocolError, BackendRejected, BackendServerError
 
 
 def _tool_arguments(call: ToolCall) -> object:
@@ -50,17 +50,18 @@ def _tool_arguments(call: ToolCall) -> object:
     return arguments
 
 
-def _message(message: Message) -> dict[str, object]:
+def _message(message: Message, tool_names: dict[str, str]) -> dict[str, object]:
     out: dict[str, object] = {"role": message.role.value, "content": message.content}
     if message.images:
         out["images"] = [base64.b64encode(image).decode("ascii") for image in message.images]
     if message.tool_calls:
         out["tool_calls"] = [
-            {"function": {"name": call.name, "arguments": _tool_arguments(call)}}
+            {"id": call.id, "function": {"name": call.name, "arguments": _tool_arguments(call)}}
             for call in message.tool_calls
         ]
-    if message.tool_name:
-        out["tool_name"] = message.tool_name
+    tool_name = message.tool_name or tool_names.get(message.tool_call_id, "")
+    if tool_name:
+        out["tool_name"] = tool_name
     if message.tool_call_id:
         out["tool_call_id"] = message.tool_call_id
     if message.reasoning:
@@ -69,10 +70,13 @@ def _message(message: Message) -> dict[str, object]:
 
 
 def build_chat_payload(request: ChatRequest) -> dict[str, object]:
-    """The `/api/chat` request body for a streamed chat."""
+    """The `/api/chat` request body for a streamed chat. Ollama's templates
+    name a tool result by `tool_name`; a TOOL message without one takes it
+    from the assistant tool call its `tool_call_id` answers."""
+    tool_names = {call.id: call.name for message in request.messages for call in message.tool_calls}
     payload: dict[str, object] = {
         "model": request.model,
-        "messages": [_message(message) for message in request.messages],
+        "messages": [_message(message, tool_names) for message in request.messages],
         "stream": True,
     }
     if request.tools:
@@ -133,6 +137,10 @@ class OllamaChatDecoder:
         return events
 
     def _reason(self, done_reason: object) -> FinishReason:
+        if done_reason in ("load", "unload"):
+            raise BackendProtocolError(
+                f"backend {self._backend!r} answered with a model {done_reason} instead of a generation"
+            )
         if done_reason == "length":
             return FinishReason.LENGTH
         return FinishReason.TOOL_CALLS if self._saw_tool_calls else FinishReason.STOP
@@ -176,19 +184,25 @@ class OllamaAdapter:
         await get_json(self._client, self.name, "/api/version")
 
     async def pull(self, model: str) -> AsyncIterator[PullProgress]:
+        """Ends with Ollama's `success` status; a stream that stops before it
+        (the server died, or a proxy cut it) did not pull the model."""
         lines = self._stream_lines("/api/pull", {"model": model, "stream": True})
+        status = ""
         async with contextlib.aclosing(lines):
             async for obj in lines:
                 if "error" in obj:
                     raise BackendServerError(
                         f"backend {self.name!r} failed to pull {model!r}: {obj['error']}"
                     )
+                status = obj.get("status") or ""
                 yield PullProgress(
                     status=obj.get("status") or "",
                     digest=obj.get("digest") or "",
                     total=obj.get("total") or 0,
                     completed=obj.get("completed") or 0,
                 )
+        if status != "success":
+            raise BackendProtocolError(f"backend {self.name!r} ended the pull of {model!r} before \"success\"")
 
     async def delete(self, model: str) -> None:
         with translate_transport_errors(self.name):

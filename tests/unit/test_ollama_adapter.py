@@ -91,7 +91,7 @@ def test_payload_maps_messages_tools_and_options() -> None:
             {
                 "role": "assistant",
                 "content": "",
-                "tool_calls": [{"function": {"name": "get_weather", "arguments": {"city": "Tokyo"}}}],
+                "tool_calls": [{"id": "c1", "function": {"name": "get_weather", "arguments": {"city": "Tokyo"}}}],
             },
             {"role": "tool", "content": "11C", "tool_name": "get_weather", "tool_call_id": "c1"},
         ],
