@@ -93,8 +93,9 @@ def _message(message: Message) -> dict[str, object]:
     return out
 
 
-def build_chat_payload(request: ChatRequest) -> dict[str, object]:
-    """The `chat/completions` request body for a streamed chat with usage."""
+def build_chat_payload(request: ChatRequest, max_tokens_field: str = "max_completion_tokens") -> dict[str, object]:
+    """The `chat/completions` request body for a streamed chat with usage;
+    the token limit goes in `max_tokens_field` (the backend's setting)."""
     payload: dict[str, object] = {
         "model": request.model,
         "messages": [_message(message) for message in request.messages],
@@ -103,7 +104,7 @@ def build_chat_payload(request: ChatRequest) -> dict[str, object]:
     }
     if request.tools:
         payload["tools"] = function_tools(request.tools)
-    payload.update(sampling(request.options, "max_tokens"))
+    payload.update(sampling(request.options, max_tokens_field))
     return openai_controls(payload, request)
 
 
@@ -251,14 +252,15 @@ class OpenAIAdapter:
 
     kind = BackendKind.OPENAI
 
-    def __init__(self, name: str, client: httpx.AsyncClient) -> None:
+    def __init__(self, name: str, client: httpx.AsyncClient, max_tokens_field: str = "max_completion_tokens") -> None:
         self.name = name
         self._client = client
+        self._max_tokens_field = max_tokens_field
 
     def stream_chat(self, request: ChatRequest) -> AsyncIterator[StreamEvent]:
         events, chat = SSEDecoder(), OpenAIChatDecoder(self.name)
         return stream_events(
-            self._client, self.name, "chat/completions", build_chat_payload(request),
+            self._client, self.name, "chat/completions", build_chat_payload(request, self._max_tokens_field),
             decode=lambda data: [item for event in events.feed(data) for item in chat.feed(event.data)],
             finished=lambda: chat.finished, terminator="[DONE]", end=chat.end,
         )

@@ -23,7 +23,8 @@ def present(values: dict[str, object]) -> dict[str, object]:
 
 def sampling(options: Options, max_tokens_key: str) -> dict[str, object]:
     """The sampling options that are set, under the protocol's names; only
-    the token limit is named differently (Ollama `num_predict`, OpenAI `max_tokens`)."""
+    the token limit is named differently (Ollama `num_predict`; OpenAI
+    `max_completion_tokens`, or `max_tokens` on servers that read only that)."""
     return present({
         "temperature": options.temperature,
         "top_p": options.top_p,

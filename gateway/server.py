@@ -72,7 +72,7 @@ def build_adapter(
     client = build_client(backend.url, backend.http, headers=headers, transport=transport, trace_context=trace_context)
     if backend.kind is BackendKind.OLLAMA:
         return OllamaAdapter(backend.name, client)
-    return OpenAIAdapter(backend.name, client)
+    return OpenAIAdapter(backend.name, client, max_tokens_field=backend.max_tokens_field)
 
 
 class TlsCredentials:

@@ -13,6 +13,7 @@ from gateway.auth import ApiKey, digest
 from gateway.config.reader import Section, is_env_reference
 from gateway.config.types import (
     AFFINITIES,
+    MAX_TOKENS_FIELDS,
     OTLP_PROTOCOLS,
     SESSION_STORES,
     STRATEGIES,
@@ -120,9 +121,22 @@ def _backend(s: Section) -> BackendConfig:
         priority=s.get("priority", int, 0, _non_negative),
         models=tuple(_strings(s, "models")),
         http=http,
+        max_tokens_field=_max_tokens_field(s, kind),
     )
     s.done()
     return config
+
+
+def _max_tokens_field(s: Section, kind: BackendKind) -> str:
+    """The request field an OpenAI-compatible backend reads the token limit
+    from: `max_completion_tokens` (OpenAI, vLLM, llama.cpp) unless the server
+    reads only the deprecated `max_tokens` (Ollama's /v1, older servers)."""
+    field = s.get("max_tokens_field", str, MAX_TOKENS_FIELDS[0])
+    if field not in MAX_TOKENS_FIELDS:
+        raise s.error("max_tokens_field", f"must be one of {', '.join(MAX_TOKENS_FIELDS)}, got {field!r}")
+    if kind is not BackendKind.OPENAI and s.raw("max_tokens_field") is not None:
+        raise s.error("max_tokens_field", "applies only to kind: openai (Ollama's /api/chat reads num_predict)")
+    return field
 
 
 def _api_key(s: Section) -> str | None:

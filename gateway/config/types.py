@@ -15,6 +15,7 @@ STRATEGIES = ("weighted_round_robin", "least_used", "priority")
 AFFINITIES = ("none", "session")
 SESSION_STORES = ("memory", "sqlite", "redis")
 OTLP_PROTOCOLS = ("http/protobuf", "grpc")
+MAX_TOKENS_FIELDS = ("max_completion_tokens", "max_tokens")
 
 
 @dataclass(frozen=True, slots=True)
@@ -27,6 +28,7 @@ class BackendConfig:
     priority: int = 0
     models: tuple[str, ...] = ()
     http: HttpSettings = HttpSettings()
+    max_tokens_field: str = "max_completion_tokens"
 
 
 @dataclass(frozen=True, slots=True)

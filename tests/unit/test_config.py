@@ -43,6 +43,8 @@ def test_empty_file_gives_defaults():
     ("shutdown_grace: soon", "shutdown_grace (line 1): must be a duration"),
     ("backends:\n  - {name: a, kind: vllm, url: http://x}", "backends[0].kind (line 2): must be one of ollama, openai"),
     ("backends:\n  - {name: a, kind: ollama}", "backends[0].url (line 2): is required"),
+    ("backends:\n  - {name: a, kind: openai, url: http://x, max_tokens_field: n}", "backends[0].max_tokens_field (line 2): must be one of"),
+    ("backends:\n  - {name: a, kind: ollama, url: http://x, max_tokens_field: max_tokens}", "applies only to kind: openai"),
     ("backends:\n  - {name: a, kind: ollama, url: ftp://x}", "backends[0].url (line 2): must be an http"),
     ("backends:\n  - {name: a, kind: ollama, url: http://x, weight: 0}", "backends[0].weight (line 2): must be greater than 0"),
     ("backends:\n  - {name: a, kind: openai, url: http://x, api_key: sk-literal}", "backends[0].api_key (line 2): must be an environment reference"),

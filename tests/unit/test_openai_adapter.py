@@ -136,7 +136,7 @@ def test_payload_maps_messages_tools_and_options() -> None:
         "stream_options": {"include_usage": True},
         "temperature": 0.5,
         "top_p": 0.9,
-        "max_tokens": 64,
+        "max_completion_tokens": 64,
         "stop": ["END"],
         "seed": 3,
     }
