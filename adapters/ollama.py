@@ -18,7 +18,15 @@ from adapters.controls import ollama_controls
 from adapters.embeddings import ollama_embed_payload, ollama_embeddings
 from adapters.http import get_json, post_json, raise_for_status, stream_events, translate_transport_errors
 from adapters.payload import function_tools, sampling
-from adapters.streams import NDJSONDecoder, StreamDecodeError, decode_errors, json_object, new_tool_call_id
+from adapters.streams import (
+    NDJSONDecoder,
+    StreamDecodeError,
+    count,
+    decode_errors,
+    json_object,
+    new_tool_call_id,
+    seconds,
+)
 from gateway.domain import (
     BackendKind,
     ChatRequest,
@@ -31,6 +39,7 @@ from gateway.domain import (
     ModelInfo,
     PullProgress,
     StreamEvent,
+    Timings,
     ToolCall,
     Usage,
 )
@@ -133,7 +142,7 @@ class OllamaChatDecoder:
         events: list[StreamEvent] = [] if delta == Delta() else [delta]
         if obj.get("done"):
             self._finished = True
-            events.append(Finish(self._reason(obj.get("done_reason")), _usage(obj)))
+            events.append(Finish(self._reason(obj.get("done_reason")), _usage(obj), _timings(obj)))
         return events
 
     def _reason(self, done_reason: object) -> FinishReason:
@@ -147,10 +156,21 @@ class OllamaChatDecoder:
 
 
 def _usage(final: dict) -> Usage | None:
-    prompt, completion = final.get("prompt_eval_count"), final.get("eval_count")
+    prompt, completion = count(final.get("prompt_eval_count")), count(final.get("eval_count"))
     if prompt is None and completion is None:
         return None
     return Usage(prompt_tokens=prompt, completion_tokens=completion)
+
+
+def _timings(final: dict) -> Timings | None:
+    """The final line's durations (nanoseconds, api.Metrics), when present."""
+    timings = Timings(
+        load=seconds(final.get("load_duration"), 1e-9),
+        prompt_eval=seconds(final.get("prompt_eval_duration"), 1e-9),
+        generation=seconds(final.get("eval_duration"), 1e-9),
+        total=seconds(final.get("total_duration"), 1e-9),
+    )
+    return None if timings == Timings() else timings
 
 
 class OllamaAdapter:

@@ -19,7 +19,15 @@ from adapters.controls import openai_controls
 from adapters.embeddings import openai_embed_payload, openai_embeddings
 from adapters.http import error_message, get_json, post_json, stream_events
 from adapters.payload import function_tools, sampling
-from adapters.streams import SSEDecoder, StreamDecodeError, decode_errors, json_object, new_tool_call_id
+from adapters.streams import (
+    SSEDecoder,
+    StreamDecodeError,
+    count,
+    decode_errors,
+    json_object,
+    new_tool_call_id,
+    seconds,
+)
 from gateway.domain import (
     BackendKind,
     ChatRequest,
@@ -33,6 +41,7 @@ from gateway.domain import (
     PullProgress,
     Role,
     StreamEvent,
+    Timings,
     ToolCall,
     Usage,
 )
@@ -177,6 +186,7 @@ class OpenAIChatDecoder:
         self._calls = ToolCallAssembler()
         self._reason: FinishReason | None = None
         self._usage: Usage | None = None
+        self._timings: Timings | None = None
         self._finished = False
 
     @property
@@ -203,7 +213,12 @@ class OpenAIChatDecoder:
             )
         usage = chunk.get("usage")
         if isinstance(usage, dict):
-            self._usage = Usage(usage.get("prompt_tokens"), usage.get("completion_tokens"))
+            self._usage = _usage(usage)
+        timings = chunk.get("timings")
+        if isinstance(timings, dict):
+            self._timings = Timings(
+                prompt_eval=seconds(timings.get("prompt_ms"), 1e-3), generation=seconds(timings.get("predicted_ms"), 1e-3)
+            )
         choices = chunk.get("choices") or []
         return self._choice(choices[0]) if choices else []
 
@@ -216,7 +231,7 @@ class OpenAIChatDecoder:
 
     def _finish(self) -> list[StreamEvent]:
         self._finished = True
-        return [*self._calls.flush(), Finish(self._reason, self._usage)]
+        return [*self._calls.flush(), Finish(self._reason, self._usage, self._timings)]
 
     def _choice(self, choice: object) -> list[StreamEvent]:
         if not isinstance(choice, dict):
@@ -245,6 +260,21 @@ class OpenAIChatDecoder:
             self._reason = _FINISH_REASONS[reason]
             events.extend(self._calls.flush())
         return events
+
+
+def _usage(usage: dict) -> Usage:
+    """OpenAI's usage object, with the cached-prompt and reasoning counts from
+    its `*_tokens_details` (llama.cpp and vLLM send `prompt_tokens_details` too)."""
+    prompt_details = usage.get("prompt_tokens_details")
+    completion_details = usage.get("completion_tokens_details")
+    return Usage(
+        count(usage.get("prompt_tokens")),
+        count(usage.get("completion_tokens")),
+        cached_prompt_tokens=count(prompt_details.get("cached_tokens")) if isinstance(prompt_details, dict) else None,
+        reasoning_tokens=(
+            count(completion_details.get("reasoning_tokens")) if isinstance(completion_details, dict) else None
+        ),
+    )
 
 
 class OpenAIAdapter:

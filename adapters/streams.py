@@ -157,6 +157,18 @@ class SSEDecoder:
         return SSEEvent(event=event or "message", data="\n".join(data), id=self._last_id)
 
 
+def count(value: object) -> int | None:
+    """A token count as reported: a non-negative JSON integer, else None."""
+    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else None
+
+
+def seconds(value: object, unit: float) -> float | None:
+    """A reported duration (a non-negative JSON number of `unit` seconds) in seconds, else None."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and value >= 0:
+        return value * unit
+    return None
+
+
 def json_object(value: object) -> dict:
     """`value` if it is a JSON object; StreamDecodeError otherwise."""
     if not isinstance(value, dict):

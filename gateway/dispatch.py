@@ -38,6 +38,7 @@ from gateway.domain import (
     Message,
     Options,
     Role,
+    Timings,
     Tool,
     Usage,
 )
@@ -114,6 +115,7 @@ class Completed:
     usage: Usage | None
     time_to_first_token: float
     total_time: float
+    timings: Timings | None = None
 
 
 GenerationEvent = Started | Delta | Embeddings | Completed
@@ -207,7 +209,7 @@ class Dispatcher:
                     yield event
                     event = await self._next_after_output(stream, target, state)
                 trace.usage = event.usage
-                yield Completed(event.reason, event.usage, first_token, self._clock() - start)
+                yield Completed(event.reason, event.usage, first_token, self._clock() - start, event.timings)
                 return
             finally:
                 state.end()

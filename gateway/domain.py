@@ -149,6 +149,18 @@ class Usage:
 
     prompt_tokens: int | None = None
     completion_tokens: int | None = None
+    cached_prompt_tokens: int | None = None
+    reasoning_tokens: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Timings:
+    """Durations in seconds the backend measured itself; None when it did not report one."""
+
+    load: float | None = None
+    prompt_eval: float | None = None
+    generation: float | None = None
+    total: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -166,6 +178,7 @@ class Finish:
 
     reason: FinishReason
     usage: Usage | None = None
+    timings: Timings | None = None
 
 
 StreamEvent = Delta | Finish

@@ -11,7 +11,7 @@ from google.protobuf.duration_pb2 import Duration
 
 from gateway.config import LimitsConfig
 from gateway.dispatch import Completed, Generation, Started
-from gateway.domain import Delta, FinishReason, Message, Options, Role, Tool, ToolCall, Usage
+from gateway.domain import Delta, FinishReason, Message, Options, Role, Timings, Tool, ToolCall, Usage
 from gateway.errors import InvalidRequest
 from gateway.services.controls import json_object, to_controls
 from turnout.v1 import common_pb2, generate_pb2
@@ -166,16 +166,25 @@ def completed_pb(e: Completed) -> generate_pb2.GenerateCompleted:
     )
     if e.usage is not None:
         done.usage.CopyFrom(_usage_pb(e.usage))
+    if e.timings is not None:
+        done.backend_timings.CopyFrom(_timings_pb(e.timings))
     return done
 
 
 def _usage_pb(u: Usage) -> generate_pb2.Usage:
     usage = generate_pb2.Usage()
-    if u.prompt_tokens is not None:
-        usage.prompt_tokens = u.prompt_tokens
-    if u.completion_tokens is not None:
-        usage.completion_tokens = u.completion_tokens
+    for name in ("prompt_tokens", "completion_tokens", "cached_prompt_tokens", "reasoning_tokens"):
+        if getattr(u, name) is not None:
+            setattr(usage, name, getattr(u, name))
     return usage
+
+
+def _timings_pb(t: Timings) -> generate_pb2.BackendTimings:
+    timings = generate_pb2.BackendTimings()
+    for name in ("load", "prompt_eval", "generation", "total"):
+        if getattr(t, name) is not None:
+            getattr(timings, name).CopyFrom(duration(getattr(t, name)))
+    return timings
 
 
 def response_pb(event: Started | Delta | Completed) -> generate_pb2.GenerateResponse:

@@ -24,6 +24,7 @@ from gateway.domain import (
     Options,
     PullProgress,
     Role,
+    Timings,
     Tool,
     ToolCall,
     Usage,
@@ -47,6 +48,8 @@ TOOL_LINE = (
     b'"function":{"index":0,"name":"get_weather","arguments":{"city":"T\xc5\x8dky\xc5\x8d","n":1}}}]},'
     b'"done":false}\n'
 )
+# The final line's api.Metrics durations are nanoseconds.
+FINAL_TIMINGS = Timings(load=0.041295167, prompt_eval=0.024573166, generation=0.115959084, total=0.182242375)
 REQUEST = ChatRequest(model="llama3.2", messages=(Message(Role.USER, "hi"),))
 
 Handler = Callable[[httpx.Request], httpx.Response]
@@ -123,7 +126,7 @@ def test_payload_rejects_tool_arguments_that_are_not_a_json_object() -> None:
 def test_decoder_final_line_gives_stop_and_usage() -> None:
     decoder = OllamaChatDecoder("local")
     events = decoder.feed(json.loads(FINAL_LINE))
-    assert events == [Finish(FinishReason.STOP, Usage(prompt_tokens=169, completion_tokens=15))]
+    assert events == [Finish(FinishReason.STOP, Usage(prompt_tokens=169, completion_tokens=15), FINAL_TIMINGS)]
     assert decoder.finished
 
 
@@ -131,7 +134,7 @@ def test_decoder_whole_tool_call_keeps_id_and_compact_arguments() -> None:
     decoder = OllamaChatDecoder("local")
     events = decoder.feed(json.loads(TOOL_LINE)) + decoder.feed(json.loads(FINAL_LINE))
     call = ToolCall("call_abc12345", "get_weather", '{"city":"Tōkyō","n":1}')
-    assert events == [Delta(tool_calls=(call,)), Finish(FinishReason.TOOL_CALLS, Usage(169, 15))]
+    assert events == [Delta(tool_calls=(call,)), Finish(FinishReason.TOOL_CALLS, Usage(169, 15), FINAL_TIMINGS)]
 
 
 def test_decoder_generates_tool_call_id_when_absent() -> None:
@@ -166,7 +169,7 @@ async def test_stream_chat_text_then_finish_and_posts_payload() -> None:
         return in_reads(content_line("Hel"), content_line("lo"), FINAL_LINE)(request)
 
     events = await collect(adapter(handler).stream_chat(REQUEST))
-    assert events == [Delta("Hel"), Delta("lo"), Finish(FinishReason.STOP, Usage(169, 15))]
+    assert events == [Delta("Hel"), Delta("lo"), Finish(FinishReason.STOP, Usage(169, 15), FINAL_TIMINGS)]
     assert seen[0].url.path == "/api/chat"
     assert json.loads(seen[0].content) == build_chat_payload(REQUEST)
 
@@ -179,7 +182,7 @@ async def test_stream_chat_tool_calls() -> None:
 
 async def test_stream_chat_lines_of_one_read_are_coalesced_into_one_delta() -> None:
     events = await collect(adapter(ndjson(content_line("Hel"), content_line("lo"), FINAL_LINE)).stream_chat(REQUEST))
-    assert events == [Delta("Hello"), Finish(FinishReason.STOP, Usage(169, 15))]
+    assert events == [Delta("Hello"), Finish(FinishReason.STOP, Usage(169, 15), FINAL_TIMINGS)]
 
 
 async def test_stream_chat_reasoning() -> None:

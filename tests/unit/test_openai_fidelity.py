@@ -10,7 +10,7 @@ import pytest
 
 from adapters.http import HttpSettings, build_client, parse_go_duration, parse_ratelimit_reset
 from adapters.openai import OpenAIAdapter
-from gateway.domain import ChatRequest, Delta, Finish, FinishReason, Message, Role, ToolCall, Usage
+from gateway.domain import ChatRequest, Delta, Finish, FinishReason, Message, Role, Timings, ToolCall, Usage
 from gateway.errors import BackendProtocolError, BackendRejected, BackendServerError
 from tests.unit.reads import in_reads
 
@@ -143,3 +143,29 @@ def test_ratelimit_reset_waits_for_the_exhausted_limit_else_the_later_one() -> N
     assert parse_ratelimit_reset(httpx.Headers(both)) == 360.0
     assert parse_ratelimit_reset(httpx.Headers({**both, "x-ratelimit-remaining-requests": "0"})) == 1.0
     assert parse_ratelimit_reset(httpx.Headers({})) is None
+
+
+# llama.cpp tools/server/server-task.cpp to_json_oaicompat_chat_stream: with include_usage
+# the last chunk has empty choices, usage with prompt_tokens_details.cached_tokens, and
+# the slot's timings (server-common.cpp server_slot_stats::to_json, milliseconds).
+async def test_llama_cpp_usage_details_and_timings_reach_finish() -> None:
+    last = (
+        b'data: {"choices":[],"created":1733000000,"id":"chatcmpl-abc","model":"smollm2",'
+        b'"system_fingerprint":"b1-deadbee","object":"chat.completion.chunk",'
+        b'"usage":{"completion_tokens":8,"prompt_tokens":31,"total_tokens":39,"prompt_tokens_details":{"cached_tokens":30}},'
+        b'"timings":{"cache_n":30,"prompt_n":1,"prompt_ms":12.5,"prompt_per_token_ms":12.5,"prompt_per_second":80.0,'
+        b'"predicted_n":8,"predicted_ms":250.0,"predicted_per_token_ms":31.25,"predicted_per_second":32.0}}\n\n'
+    )
+    got = await events(choice({"content": "Hi"}), choice({}, "stop"), last, DONE)
+    assert got[-1] == Finish(
+        FinishReason.STOP, Usage(31, 8, cached_prompt_tokens=30), Timings(prompt_eval=0.0125, generation=0.25)
+    )
+
+
+# OpenAI API reference, CompletionUsage: completion_tokens_details.reasoning_tokens (o-series).
+async def test_reasoning_tokens_are_carried() -> None:
+    usage = data({"choices": [], "usage": {"prompt_tokens": 20, "completion_tokens": 300, "total_tokens": 320,
+                                           "prompt_tokens_details": {"cached_tokens": 0, "audio_tokens": 0},
+                                           "completion_tokens_details": {"reasoning_tokens": 256, "audio_tokens": 0}}})
+    got = await events(choice({"content": "4"}), choice({}, "stop"), usage, DONE)
+    assert got[-1] == Finish(FinishReason.STOP, Usage(20, 300, cached_prompt_tokens=0, reasoning_tokens=256))

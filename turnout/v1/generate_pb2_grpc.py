@@ -37,6 +37,8 @@ class GenerateServiceStub:
     - DEADLINE_EXCEEDED: the caller's deadline ran out; the upstream request was closed.
     - FAILED_PRECONDITION: the backend refused the request for a reason the caller
     must fix (for example the model does not support tools).
+    - PERMISSION_DENIED: the API key may not use the route, or the backend refused
+    this request itself (HTTP 403, for example its moderation flagged the input).
     """
 
     def __init__(self, channel):
@@ -69,6 +71,8 @@ class GenerateServiceServicer:
     - DEADLINE_EXCEEDED: the caller's deadline ran out; the upstream request was closed.
     - FAILED_PRECONDITION: the backend refused the request for a reason the caller
     must fix (for example the model does not support tools).
+    - PERMISSION_DENIED: the API key may not use the route, or the backend refused
+    this request itself (HTTP 403, for example its moderation flagged the input).
     """
 
     def Generate(self, request, context):
@@ -120,6 +124,8 @@ class GenerateService:
     - DEADLINE_EXCEEDED: the caller's deadline ran out; the upstream request was closed.
     - FAILED_PRECONDITION: the backend refused the request for a reason the caller
     must fix (for example the model does not support tools).
+    - PERMISSION_DENIED: the API key may not use the route, or the backend refused
+    this request itself (HTTP 403, for example its moderation flagged the input).
     """
 
     @staticmethod
