@@ -30,13 +30,14 @@ test: setup system-deps
 soak: setup
 	$(PY) -m pytest -q -m soak
 
-# A real model (SmolLM2-135M on llama.cpp) behind the gateway; needs cmake and a C++ compiler.
-# The first run builds llama-cpp-python into .demo/venv (~3 min on 2 cores); later runs take seconds.
+# A real model (SmolLM2-135M on llama.cpp's own llama-server) behind the gateway. The server is
+# built by ../shared/scripts/llama-server.sh (needs cmake and g++; ~6-10 min on 2 cores the first
+# time) into ~/.cache/turnout-llama, outside the checkout; later runs take seconds.
 demo: setup
 	demo/run.sh
 
 test-real: setup
-	demo/setup.sh >/dev/null
+	$(PY) -m tests.real.llama >/dev/null
 	$(PY) -m pytest -q -m real_model -p no:cacheprovider
 
 # Needs Debian's nginx (apt-get install nginx-light); installs LiteLLM into .bench/ on first run.

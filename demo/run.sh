@@ -1,24 +1,26 @@
 #!/usr/bin/env bash
 # `make demo`: a real model behind turnout, all on 127.0.0.1.
-# 1. demo/setup.sh: .demo/venv with llama-cpp-python's server + SmolLM2-135M (cached after the first run)
-# 2. the llama.cpp server on a free port, with the model as `smollm2`
-# 3. `turnout serve --config demo/turnout.yaml` in front of it (free ports too)
-# 4. `turnout chat -v PROMPT` (arguments, else $PROMPT: `make demo PROMPT="..."`), streamed to
+# 1. llama.cpp's own server (llama-server, built once by ../shared/scripts/llama-server.sh into
+#    ~/.cache/turnout-llama) with SmolLM2-135M as `smollm2`, two slots, on a free port
+#    (tests/real/llama.py, the same code the real-model tests use)
+# 2. `turnout serve --config demo/turnout.yaml` in front of it (free ports too)
+# 3. `turnout chat -v PROMPT` (arguments, else $PROMPT: `make demo PROMPT="..."`), streamed to
 #    this terminal; both servers stop on exit (also on Ctrl-C).
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 PROMPT="${*:-${PROMPT:-In two sentences: why is the sky blue?}}"
-DEMO_DIR="${DEMO_DIR:-$ROOT/.demo}"
+LOGS="$ROOT/.demo/logs"
+PY="$ROOT/.venv/bin/python"
 TURNOUT="$ROOT/.venv/bin/turnout"
 [[ -x "$TURNOUT" ]] || { echo "demo: run 'make setup' first ($TURNOUT is missing)" >&2; exit 1; }
+mkdir -p "$LOGS"
 
-MODEL="$(demo/setup.sh | tail -n 1)"
-mkdir -p "$DEMO_DIR/logs"
-free_port() { "$ROOT/.venv/bin/python" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
-LLAMA_PORT="$(free_port)"; GATEWAY_PORT="$(free_port)"; METRICS_PORT="$(free_port)"
-export LLAMA_URL="http://127.0.0.1:$LLAMA_PORT/v1"
+echo "demo: llama-server and SmolLM2 (the first run builds them: ~6-10 min on 2 cores) ..."
+"$PY" -m tests.real.llama >/dev/null
+free_port() { "$PY" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+GATEWAY_PORT="$(free_port)"; METRICS_PORT="$(free_port)"
 export TURNOUT_ADDR="127.0.0.1:$GATEWAY_PORT"
 
 pids=()
@@ -36,19 +38,17 @@ wait_for() {  # wait_for WHAT PID LOG SECONDS CHECK...
 }
 
 t0=$SECONDS
-echo "demo: llama.cpp server on $LLAMA_URL with $(basename "$MODEL") as 'smollm2' (log: $DEMO_DIR/logs/llama.log)"
-PYTHONUNBUFFERED=1 "$DEMO_DIR/venv/bin/python" -m llama_cpp.server --model "$MODEL" --model_alias smollm2 \
-  --host 127.0.0.1 --port "$LLAMA_PORT" --n_threads 2 --n_ctx 2048 --interrupt_requests False \
-  >"$DEMO_DIR/logs/llama.log" 2>&1 &
+"$PY" -m tests.real.llama serve 2 >"$LOGS/llama.url" 2>"$LOGS/llama.err" &
 pids+=($!)
-wait_for "llama.cpp server" "$!" "$DEMO_DIR/logs/llama.log" 60 \
-  "$ROOT/.venv/bin/python" -c 'import sys, urllib.request; urllib.request.urlopen(sys.argv[1], timeout=1)' "$LLAMA_URL/models"
+wait_for "llama-server" "$!" "$LOGS/llama.err" 150 grep -q "^http" "$LOGS/llama.url"
+export LLAMA_URL="$(head -n 1 "$LOGS/llama.url")"
+echo "demo: llama-server on $LLAMA_URL serving SmolLM2-135M-Instruct as 'smollm2' (log: $LOGS/llama-server-*.log)"
 
-echo "demo: turnout serve --config demo/turnout.yaml on $TURNOUT_ADDR (log: $DEMO_DIR/logs/turnout.log)"
+echo "demo: turnout serve --config demo/turnout.yaml on $TURNOUT_ADDR (log: $LOGS/turnout.log)"
 "$TURNOUT" serve --config demo/turnout.yaml --listen "$TURNOUT_ADDR" --metrics-listen "127.0.0.1:$METRICS_PORT" \
-  >"$DEMO_DIR/logs/turnout.log" 2>&1 &
+  >"$LOGS/turnout.log" 2>&1 &
 pids+=($!)
-wait_for "turnout" "$!" "$DEMO_DIR/logs/turnout.log" 30 grep -q "listening on" "$DEMO_DIR/logs/turnout.log"
+wait_for "turnout" "$!" "$LOGS/turnout.log" 30 grep -q "listening on" "$LOGS/turnout.log"
 echo "demo: both up in $((SECONDS - t0)) s"
 
 echo "\$ turnout models"
