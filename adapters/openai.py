@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import json
+from dataclasses import dataclass
 from typing import AsyncIterator
 
 import httpx
@@ -85,8 +86,21 @@ def _content(message: Message) -> object:
     return parts
 
 
-def _message(message: Message) -> dict[str, object]:
+@dataclass(frozen=True, slots=True)
+class Dialect:
+    """What one OpenAI-compatible server reads (the backend's config keys of
+    the same names): the field of the token limit, and whether assistant
+    messages may carry `reasoning_content` (llama.cpp's common/chat.cpp and
+    vLLM read it; OpenAI rejects unknown message fields, DeepSeek rejects it)."""
+
+    max_tokens_field: str = "max_completion_tokens"
+    send_reasoning: bool = False
+
+
+def _message(message: Message, dialect: Dialect) -> dict[str, object]:
     out: dict[str, object] = {"role": message.role.value, "content": _content(message)}
+    if message.reasoning and dialect.send_reasoning:
+        out["reasoning_content"] = message.reasoning
     if message.tool_calls:
         out["content"] = message.content or None
         out["tool_calls"] = [
@@ -102,18 +116,18 @@ def _message(message: Message) -> dict[str, object]:
     return out
 
 
-def build_chat_payload(request: ChatRequest, max_tokens_field: str = "max_completion_tokens") -> dict[str, object]:
-    """The `chat/completions` request body for a streamed chat with usage;
-    the token limit goes in `max_tokens_field` (the backend's setting)."""
+def build_chat_payload(request: ChatRequest, dialect: Dialect = Dialect()) -> dict[str, object]:
+    """The `chat/completions` request body for a streamed chat with usage,
+    in the backend's `dialect`."""
     payload: dict[str, object] = {
         "model": request.model,
-        "messages": [_message(message) for message in request.messages],
+        "messages": [_message(message, dialect) for message in request.messages],
         "stream": True,
         "stream_options": {"include_usage": True},
     }
     if request.tools:
         payload["tools"] = function_tools(request.tools)
-    payload.update(sampling(request.options, max_tokens_field))
+    payload.update(sampling(request.options, dialect.max_tokens_field))
     return openai_controls(payload, request)
 
 
@@ -282,15 +296,15 @@ class OpenAIAdapter:
 
     kind = BackendKind.OPENAI
 
-    def __init__(self, name: str, client: httpx.AsyncClient, max_tokens_field: str = "max_completion_tokens") -> None:
+    def __init__(self, name: str, client: httpx.AsyncClient, dialect: Dialect = Dialect()) -> None:
         self.name = name
         self._client = client
-        self._max_tokens_field = max_tokens_field
+        self._dialect = dialect
 
     def stream_chat(self, request: ChatRequest) -> AsyncIterator[StreamEvent]:
         events, chat = SSEDecoder(), OpenAIChatDecoder(self.name)
         return stream_events(
-            self._client, self.name, "chat/completions", build_chat_payload(request, self._max_tokens_field),
+            self._client, self.name, "chat/completions", build_chat_payload(request, self._dialect),
             decode=lambda data: [item for event in events.feed(data) for item in chat.feed(event.data)],
             finished=lambda: chat.finished, terminator="[DONE]", end=chat.end,
         )

@@ -21,7 +21,7 @@ from gateway import __version__
 from adapters.base import Adapter
 from adapters.http import build_client
 from adapters.ollama import OllamaAdapter
-from adapters.openai import OpenAIAdapter
+from adapters.openai import Dialect, OpenAIAdapter
 from gateway.auth import KeyRing
 from gateway.catalog import Catalog
 from gateway.config import BackendConfig, Config, SessionsConfig, TlsConfig
@@ -72,7 +72,7 @@ def build_adapter(
     client = build_client(backend.url, backend.http, headers=headers, transport=transport, trace_context=trace_context)
     if backend.kind is BackendKind.OLLAMA:
         return OllamaAdapter(backend.name, client)
-    return OpenAIAdapter(backend.name, client, max_tokens_field=backend.max_tokens_field)
+    return OpenAIAdapter(backend.name, client, Dialect(backend.max_tokens_field, backend.send_reasoning))
 
 
 class TlsCredentials:

@@ -122,9 +122,18 @@ def _backend(s: Section) -> BackendConfig:
         models=tuple(_strings(s, "models")),
         http=http,
         max_tokens_field=_max_tokens_field(s, kind),
+        send_reasoning=_send_reasoning(s, kind),
     )
     s.done()
     return config
+
+
+def _send_reasoning(s: Section, kind: BackendKind) -> bool:
+    """Whether assistant messages go to an OpenAI-compatible backend with their
+    reasoning as `reasoning_content` (Ollama always gets it as `thinking`)."""
+    if kind is not BackendKind.OPENAI and s.raw("send_reasoning") is not None:
+        raise s.error("send_reasoning", "applies only to kind: openai (Ollama always gets reasoning as `thinking`)")
+    return s.get("send_reasoning", bool, False)
 
 
 def _max_tokens_field(s: Section, kind: BackendKind) -> str:

@@ -29,6 +29,7 @@ class BackendConfig:
     models: tuple[str, ...] = ()
     http: HttpSettings = HttpSettings()
     max_tokens_field: str = "max_completion_tokens"
+    send_reasoning: bool = False
 
 
 @dataclass(frozen=True, slots=True)

@@ -78,7 +78,7 @@ async def test_check_config_names_the_key_and_line(tmp_path):
     code, out, err = await run("check-config", str(bad))
     assert code == 2 and out == ""
     assert err.strip() == "config error: backends[0].wieght (line 5): unknown key (known keys: api_key, " \
-        "api_key_file, connect_timeout, kind, max_connections, max_tokens_field, models, name, priority, read_timeout, url, weight)"
+        "api_key_file, connect_timeout, kind, max_connections, max_tokens_field, models, name, priority, read_timeout, send_reasoning, url, weight)"
 
 
 async def test_check_config_summarises_without_the_secret(tmp_path):

@@ -15,7 +15,8 @@ import pytest
 from tests.e2e.conftest import serve
 from tests.e2e.helpers import collect, failure, kinds, text
 from tests.real.llama import LlamaServer, metrics, slots
-from tests.real.test_real_model import LENGTH, STOP, backend_in_flight, config, short
+from tests.real.test_real_model import LENGTH, STOP, RecordingProxy, backend_in_flight, config, short
+from turnout.v1 import common_pb2, generate_pb2
 
 pytestmark = pytest.mark.real_model
 
@@ -106,3 +107,21 @@ async def test_a_prompt_beyond_the_slot_context_is_invalid_argument(llama: Llama
         error = await failure(c.generate.Generate(short(prompt), timeout=120))
     assert error.code() == grpc.StatusCode.INVALID_ARGUMENT, error
     assert "HTTP 400" in error.details() and "context" in error.details()
+
+
+async def test_reasoning_in_history_is_accepted_as_reasoning_content(llama: LlamaServer):
+    # llama.cpp reads an assistant message's reasoning_content (common/chat.cpp), so this
+    # backend is configured with send_reasoning: true.
+    history = [
+        generate_pb2.Message(role=common_pb2.ROLE_USER, content="What is 2+2?"),
+        generate_pb2.Message(role=common_pb2.ROLE_ASSISTANT, content="4", reasoning="2+2 is 4"),
+        generate_pb2.Message(role=common_pb2.ROLE_USER, content="And doubled?"),
+    ]
+    proxy = RecordingProxy(llama.port)
+    async with proxy.running() as url, serve(config(url, ", send_reasoning: true")) as c:
+        request = generate_pb2.GenerateRequest(
+            model="chat", messages=history, options=generate_pb2.GenerationOptions(max_tokens=8, seed=1))
+        responses = await collect(c.generate.Generate(request, timeout=60))
+    assert kinds(responses)[-1] == "completed"
+    [sent] = proxy.chat_requests()
+    assert sent["messages"][1] == {"role": "assistant", "content": "4", "reasoning_content": "2+2 is 4"}

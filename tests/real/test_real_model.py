@@ -23,9 +23,9 @@ USER, ASSISTANT = common_pb2.ROLE_USER, common_pb2.ROLE_ASSISTANT
 STOP, LENGTH = generate_pb2.FINISH_REASON_STOP, generate_pb2.FINISH_REASON_LENGTH
 
 
-def config(url: str) -> str:
+def config(url: str, backend_keys: str = "") -> str:
     return (
-        f"backends:\n  - {{name: llama, kind: openai, url: '{url}'}}\n"
+        f"backends:\n  - {{name: llama, kind: openai, url: '{url}'{backend_keys}}}\n"
         f"routes:\n  - name: chat\n    targets: [{{backend: llama, model: {ALIAS}}}]\n"
     )
 

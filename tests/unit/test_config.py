@@ -45,6 +45,8 @@ def test_empty_file_gives_defaults():
     ("backends:\n  - {name: a, kind: ollama}", "backends[0].url (line 2): is required"),
     ("backends:\n  - {name: a, kind: openai, url: http://x, max_tokens_field: n}", "backends[0].max_tokens_field (line 2): must be one of"),
     ("backends:\n  - {name: a, kind: ollama, url: http://x, max_tokens_field: max_tokens}", "applies only to kind: openai"),
+    ("backends:\n  - {name: a, kind: ollama, url: http://x, send_reasoning: true}", "backends[0].send_reasoning (line 2): applies only"),
+    ("backends:\n  - {name: a, kind: openai, url: http://x, send_reasoning: yes please}", "backends[0].send_reasoning (line 2): must be bool"),
     ("backends:\n  - {name: a, kind: ollama, url: ftp://x}", "backends[0].url (line 2): must be an http"),
     ("backends:\n  - {name: a, kind: ollama, url: http://x, weight: 0}", "backends[0].weight (line 2): must be greater than 0"),
     ("backends:\n  - {name: a, kind: openai, url: http://x, api_key: sk-literal}", "backends[0].api_key (line 2): must be an environment reference"),
