@@ -36,6 +36,7 @@ from adapters.streams import StreamDecodeError, coalesce, decode_errors, json_ob
 from gateway.domain import StreamEvent
 from gateway.errors import (
     BackendAuthFailed,
+    BackendBusy,
     BackendError,
     BackendModelMissing,
     BackendProtocolError,
@@ -188,6 +189,8 @@ def error_for_status(
     if status == 429:
         retry_after = parse_retry_after(headers)
         return BackendRateLimited(detail, retry_after=parse_ratelimit_reset(headers) if retry_after is None else retry_after)
+    if status == 503:
+        return BackendBusy(detail, retry_after=parse_retry_after(headers))
     if status >= 500:
         return BackendServerError(detail, retry_after=parse_retry_after(headers))
     if status == 404:

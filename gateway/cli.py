@@ -109,11 +109,17 @@ async def _backends(args: argparse.Namespace) -> int:
     async with _channel(args) as channel:
         response = await model_pb2_grpc.ModelServiceStub(channel).ListBackends(
             model_pb2.ListBackendsRequest(), timeout=10, metadata=_metadata(args))
-    print(f"{'BACKEND':16} {'KIND':7} {'STATE':9} {'INFLIGHT':>8} {'REQUESTS':>8} {'ERRORS':>6}  ENDPOINT")
+    print(f"{'BACKEND':16} {'KIND':7} {'STATE':9} {'SLOTS':>7} {'QUEUED':>6} {'REPORTED':>9} {'REQUESTS':>8} "
+          f"{'ERRORS':>6}  {'ENDPOINT':32} LOADED")
     for b in response.backends:
         kind = model_pb2.BackendKind.Name(b.kind).removeprefix("BACKEND_KIND_").lower()
         state = model_pb2.BackendState.Name(b.state).removeprefix("BACKEND_STATE_").lower()
-        print(f"{b.name:16} {kind:7} {state:9} {b.in_flight:>8} {b.requests_total:>8} {b.errors_total:>6}  {b.endpoint}")
+        slots = f"{b.in_flight}/{b.capacity if b.HasField('capacity') else '-'}"
+        reported = "-"
+        if b.HasField("reported_running") or b.HasField("reported_waiting"):
+            reported = f"{b.reported_running}+{b.reported_waiting}"
+        print(f"{b.name:16} {kind:7} {state:9} {slots:>7} {b.queued:>6} {reported:>9} {b.requests_total:>8} "
+              f"{b.errors_total:>6}  {b.endpoint:32} {', '.join(b.loaded_models) or '-'}")
     return 0
 
 

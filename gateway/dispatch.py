@@ -11,9 +11,13 @@ after a Delta was yielded, a failure ends the stream with StreamInterrupted —
 never a silent second attempt. Failures feed outlier ejection; a Retry-After
 keeps that backend out of rotation until then.
 
-Every started attempt calls BackendState.begin and end exactly once (and
-moves the in-flight gauge with them), and the upstream stream is closed on every path (completion, error, cancellation by
-the caller or its deadline, or the consumer closing this generator).
+Each attempt first gets a slot from the scheduler (gateway/scheduling), which
+may queue it in turnout or spill it to a later tier; backoff happens before,
+never while holding a slot. Every started attempt calls BackendState.begin
+and end exactly once (and moves the in-flight gauge with them), releases its
+slot, and closes the upstream stream on every path (completion, error,
+cancellation by the caller or its deadline, or the consumer closing this
+generator).
 Consumers must close the generator (contextlib.aclosing) when they stop early.
 """
 
@@ -43,9 +47,11 @@ from gateway.domain import (
     Usage,
 )
 from gateway.errors import (
+    BackendBusy,
     BackendError,
     BackendModelMissing,
     BackendProtocolError,
+    BackendRateLimited,
     BackendRejected,
     BackendTimeout,
     DeadlineExceeded,
@@ -57,6 +63,8 @@ from gateway.metrics import NONE, Metrics
 from gateway.routing.router import Affinity, Plan, Route, Router
 from gateway.routing.state import BackendState, Target
 from gateway.tracing import Tracing
+from gateway.scheduling.prefix import block_hashes, estimate_tokens, render
+from gateway.scheduling.scheduler import Admission, Prompt, Scheduler
 
 log = logging.getLogger("turnout")
 JITTER = 0.2
@@ -132,6 +140,8 @@ class Trace:
     attempts: int = 0
     time_to_first_token: float | None = None
     usage: Usage | None = None
+    reason: str = NONE
+    queued: float = 0.0
 
 
 def last_user_text(messages: tuple[Message, ...]) -> str:
@@ -148,6 +158,7 @@ class Dispatcher:
         states: Mapping[str, BackendState],
         adapters: Mapping[str, Adapter],
         metrics: Metrics,
+        scheduler: Scheduler,
         clock: Callable[[], float] = time.monotonic,
         rng: random.Random | None = None,
         tracing: Tracing | None = None,
@@ -156,6 +167,7 @@ class Dispatcher:
         self._states = states
         self._adapters = adapters
         self._metrics = metrics
+        self._scheduler = scheduler
         self._clock = clock
         self._rng = rng or random.Random()
         self._affinity = Affinity()
@@ -174,23 +186,30 @@ class Dispatcher:
             raise PermissionDenied(f"this API key may not use route {route.name!r} (it may use: {allowed})")
         trace.route = route.name
         plan = Plan(route, self._states, start, self._affinity.get(route, generation.session_id))
+        prompt_text = render(generation.messages) if route.adaptive else ""
+        prompt = Prompt(block_hashes(prompt_text), estimate_tokens(prompt_text)) if route.adaptive else Prompt()
         failures: list[tuple[str, BackendError]] = []
         while True:
             plan.now = self._clock()
-            target = plan.next()
-            if target is None:
+            if not plan.pool():
                 break
-            if plan.attempt > 1:
-                if not await self._back_off(route, plan.attempt, deadline):
+            if plan.attempt > 0:
+                if not await self._back_off(route, plan.attempt + 1, deadline):
                     break
                 self._metrics.retries.labels(route.name, failures[-1][1].kind).inc()
+                plan.now = self._clock()
+            admission = await self._scheduler.admit(route, plan.pool(), prompt, deadline)
+            target = admission.target
+            plan.take(target)
             trace.backend, trace.model, trace.attempts = target.backend, target.model, plan.attempt
+            trace.reason, trace.queued = admission.reason, trace.queued + admission.queued
             state = self._states[target.backend]
             in_flight = self._metrics.in_flight.labels(target.backend)
             attempt = self._tracing.attempt(target, plan.attempt, failures[-1][1].kind if failures else "")
             stream = attempt.stream(generation.open(self._adapters[target.backend], target))
             state.begin()
             in_flight.inc()
+            ok = False
             try:
                 event = await self._first_event(stream, route, target, deadline)
                 if isinstance(event, BackendError):
@@ -200,15 +219,22 @@ class Dispatcher:
                         raise event
                     failures.append((target.backend, event))
                     continue
-                first_token = self._clock() - start
+                now = self._clock()
+                first_token = now - start
                 trace.time_to_first_token = first_token
                 state.record_success(first_token)
+                self._scheduler.first_token(admission, prompt, now - admission.start)
                 self._affinity.remember(route, generation.session_id, target)
                 yield self._started(generation, route.name, target, plan.attempt)
+                answer: list[str] = []
                 while not isinstance(event, Finish):
+                    if isinstance(event, Delta):
+                        answer.append(event.content)
                     yield event
                     event = await self._next_after_output(stream, target, state)
                 trace.usage = event.usage
+                ok = True
+                self._remember_answer(route, admission, prompt_text, "".join(answer))
                 yield Completed(event.reason, event.usage, first_token, self._clock() - start, event.timings)
                 return
             finally:
@@ -216,7 +242,13 @@ class Dispatcher:
                 in_flight.dec()
                 await stream.aclose()
                 attempt.end()
+                await self._scheduler.release(admission, ok)
         raise self._exhausted(route.name, failures)
+
+    def _remember_answer(self, route: Route, admission: Admission, prompt_text: str, answer: str) -> None:
+        if route.adaptive:
+            text = prompt_text + render((Message(Role.ASSISTANT, answer),))
+            self._scheduler.completed(admission, block_hashes(text))
 
     async def _back_off(self, route: Route, attempt: int, deadline: float | None) -> bool:
         """Waits before attempt `attempt` (2, 3, ...); False when the caller's
@@ -252,7 +284,7 @@ class Dispatcher:
 
     def _record_failure(self, state: BackendState, error: BackendError) -> None:
         self._metrics.upstream_errors.labels(state.name, error.kind).inc()
-        counts = not isinstance(error, (BackendModelMissing, BackendRejected))
+        counts = not isinstance(error, (BackendModelMissing, BackendRejected, BackendRateLimited, BackendBusy))
         if state.record_failure(self._clock(), counts, error.retry_after):
             log.warning(
                 "backend %s ejected for %.1fs after %d consecutive failures (ejection %d): %s",

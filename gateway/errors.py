@@ -19,6 +19,7 @@ services map any error to a status with one attribute lookup.
         ├── BackendTimeout        no response, or no first token, in time
         ├── BackendRateLimited    HTTP 429; may carry retry_after
         ├── BackendServerError    HTTP 5xx
+        │   └── BackendBusy       HTTP 503: full or loading now; retried elsewhere, never ejects
         ├── BackendModelMissing   the backend does not have the model (HTTP 404)
         ├── BackendAuthFailed     the backend refused our credentials (HTTP 401)
         ├── BackendProtocolError  garbage, a stream without its terminator, a mid-stream error
@@ -130,6 +131,11 @@ class BackendRateLimited(BackendError):
 
 class BackendServerError(BackendError):
     kind = "server_error"
+
+
+class BackendBusy(BackendServerError):
+    """A 503: the server is full or still loading. A burst of these from a
+    saturated local tier must not eject it (SPEC §4b)."""
 
 
 class BackendModelMissing(BackendError):

@@ -14,13 +14,19 @@
 | turnout_tokens_total                   | counter   | backend, model, kind        | tokens the backend reported (prompt, completion) |
 | turnout_build_info                     | gauge     | version                     | always 1                     |
 | turnout_key_requests_total             | counter   | key, code                   | once per Generate/Complete/Embed, by API key name ("none" without auth) |
+| turnout_key_streams_in_flight          | gauge     | key                         | generations holding one of the key's concurrency slots |
+| turnout_queue_depth                    | gauge     | route                       | requests waiting in turnout for a slot now |
+| turnout_queue_wait_seconds             | histogram | route                       | once per admitted attempt (0 when a slot was free) |
+| turnout_spills_total                   | counter   | route                       | attempts sent to a later tier because the best was saturated |
+| turnout_backend_capacity               | gauge     | backend                     | max_concurrency, configured or discovered (absent: unlimited) |
+| turnout_backend_reported_requests      | gauge     | backend, state              | running / waiting as the backend last reported |
+| turnout_prefix_affinity_total          | counter   | route, result               | adaptive choices on a target holding part of the prompt (hit) or none (miss) |
 
 Embed has series of its own for requests and duration, rather than an `rpc`
 label on Generate's: a vector's latency is not a generation's, and mixing them
 would skew the generation histograms and alerts. The per-backend series
 (upstream errors, retries, in-flight, tokens as kind="prompt") count
 embedding attempts too: they describe the backend, whatever it was asked.
-| turnout_key_streams_in_flight          | gauge     | key                         | generations holding one of the key's concurrency slots |
 
 Label values are bounded: routes and backends come from config, models from
 config or discovery, codes and kinds from fixed enums; a request that never
@@ -39,6 +45,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 NONE = "none"
 # LLM latencies: tens of milliseconds (a cached short answer) to minutes (a long generation).
 DURATION_BUCKETS = (0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 40, 60, 120, 300, 600)
+QUEUE_BUCKETS = (0.001, 0.005, 0.025, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
 FIRST_TOKEN_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60)
 
 
@@ -92,6 +99,30 @@ class Metrics:
         self.key_streams_in_flight = Gauge(
             "turnout_key_streams_in_flight", "Generations holding one of the API key's concurrency slots",
             ["key"], registry=registry, multiprocess_mode="livesum",
+        )
+        self.queue_depth = Gauge(
+            "turnout_queue_depth", "Requests waiting in turnout for a free slot",
+            ["route"], registry=registry, multiprocess_mode="livesum",
+        )
+        self.queue_wait = Histogram(
+            "turnout_queue_wait_seconds", "Time a request waited in turnout for a slot",
+            ["route"], buckets=QUEUE_BUCKETS, registry=registry,
+        )
+        self.spills = Counter(
+            "turnout_spills", "Attempts sent to a later tier because the best tier was saturated",
+            ["route"], registry=registry,
+        )
+        self.backend_capacity = Gauge(
+            "turnout_backend_capacity", "Most requests turnout keeps in flight on the backend",
+            ["backend"], registry=registry, multiprocess_mode="livemax",
+        )
+        self.backend_reported = Gauge(
+            "turnout_backend_reported_requests", "Requests the backend reported running or waiting",
+            ["backend", "state"], registry=registry, multiprocess_mode="livemostrecent",
+        )
+        self.prefix_affinity = Counter(
+            "turnout_prefix_affinity", "Adaptive choices of a target that holds part of the prompt (hit) or none",
+            ["route", "result"], registry=registry,
         )
         self.build_info = Gauge(
             "turnout_build_info", "Always 1; the version label says which build runs",

@@ -35,6 +35,11 @@ from gateway.workers import serve_workers
 from gateway.routing.router import Router
 from gateway.routing.state import BackendState
 from gateway.routing.strategies import LeastUsed, PriorityOrder, SmoothWeightedRoundRobin, Strategy
+from gateway.scheduling.load import BackendLoad
+from gateway.scheduling.poller import LoadPoller
+from gateway.scheduling.prefix import PrefixIndex
+from gateway.scheduling.scheduler import Scheduler
+from gateway.scheduling.slots import MemorySlots, RedisSlots
 from gateway.services.embed import EmbeddingServicer
 from gateway.services.generate import GenerateServicer
 from gateway.services.model import ModelServicer
@@ -140,7 +145,25 @@ class Gateway:
         router = Router(
             config.routes, config.rules, config.default_route, config.backends, self.catalog, self._strategy
         )
-        self.dispatcher = Dispatcher(router, self.states, self.adapters, self.metrics, tracing=self.tracing)
+        scheduling = config.scheduler
+        self.loads = {
+            b.name: BackendLoad(b.name, b.max_concurrency, stale_after=3 * scheduling.poll_interval)
+            for b in config.backends
+        }
+        for b in config.backends:
+            if b.max_concurrency is not None:
+                self.metrics.backend_capacity.labels(b.name).set(b.max_concurrency)
+        slots = (
+            RedisSlots(scheduling.redis_url, scheduling.lease_ttl) if scheduling.store == "redis"
+            else MemorySlots(config.workers)
+        )
+        self.scheduler = Scheduler(self.loads, slots, PrefixIndex(scheduling.prefix_blocks), self.metrics)
+        self.poller = LoadPoller(
+            config.backends, self.loads, slots.held, self.metrics, scheduling.poll_interval, self.scheduler.pump
+        )
+        self.dispatcher = Dispatcher(
+            router, self.states, self.adapters, self.metrics, self.scheduler, tracing=self.tracing
+        )
         self.port = 0
         self.tls = TlsCredentials(config.tls) if config.tls.enabled else None
         self.store: SessionStore | None = None
@@ -149,7 +172,7 @@ class Gateway:
     def _strategy(self, name: str) -> Strategy:
         if name == "weighted_round_robin":
             return SmoothWeightedRoundRobin()
-        if name == "least_used":
+        if name in ("least_used", "adaptive"):
             return LeastUsed(lambda target: self.states[target.backend].in_flight)
         return PriorityOrder()
 
@@ -176,7 +199,10 @@ class Gateway:
             SessionServicer(self.store, self.config.sessions, self.config.limits), self.server
         )
         model_pb2_grpc.add_ModelServiceServicer_to_server(
-            ModelServicer(self.config.backends, self.states, self.adapters, self.catalog, self.refresh), self.server
+            ModelServicer(
+                self.config.backends, self.states, self.adapters, self.catalog, self.refresh, self.scheduler
+            ),
+            self.server,
         )
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
         reflection.enable_server_reflection((*SERVICES, health.SERVICE_NAME, reflection.SERVICE_NAME), self.server)
@@ -187,6 +213,7 @@ class Gateway:
         if self.port == 0:
             raise OSError(f"cannot listen on {self.config.listen}")
         await asyncio.gather(*(self.refresh(name) for name in self.adapters))
+        await self.poller.start()
         await self.server.start()
         for service in ("", *SERVICES):
             await self.health.set(service, health_pb2.HealthCheckResponse.SERVING)
@@ -225,6 +252,8 @@ class Gateway:
         if self._health_checks is not None:
             self._health_checks.cancel()
         await self.server.stop(self.config.shutdown_grace if grace is None else grace)
+        await self.poller.aclose()
+        await self.scheduler.slots.close()
         await asyncio.gather(*(adapter.aclose() for adapter in self.adapters.values()))
         if self.store is not None:
             await self.store.close()

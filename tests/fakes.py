@@ -39,6 +39,14 @@ and a prompt token count of one per word. Ollama: `{model, embeddings,
 total_duration, load_duration, prompt_eval_count}`, 404 for a model not in
 `fake.models`. OpenAI: `{object: "list", data: [{object: "embedding", index,
 embedding}], model, usage: {prompt_tokens, total_tokens}}`.
+
+Monitoring endpoints (what turnout's scheduler polls) are recorded in
+`fake.polls`, not `fake.requests`. FakeOllama answers `/api/ps` with
+`fake.loaded`. FakeOpenAI(slots=N) also speaks as llama.cpp's server does:
+`/props` (total_slots), `/slots` and `/metrics` (llamacpp:requests_processing
+= chat streams running now, llamacpp:requests_deferred = `fake.deferred`);
+FakeOpenAI(vllm=True) serves vLLM's `/metrics` gauges instead.
+`fake.active` counts chat streams in progress; `fake.peak` the most at once.
 """
 
 from __future__ import annotations
@@ -56,6 +64,8 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
 NDJSON, SSE, TEXT = "application/x-ndjson", "text/event-stream", "text/plain; charset=utf-8"
+PROMETHEUS = "text/plain; version=0.0.4"
+MONITORING = frozenset({"/api/ps", "/metrics", "/slots", "/props", "/health"})
 
 
 def unused_port() -> int:
@@ -235,6 +245,8 @@ class _Fake:
     def __init__(self, models: Iterable[str]):
         self.models = list(models)
         self.requests: list[RecordedRequest] = []
+        self.polls: list[RecordedRequest] = []
+        self.active = self.peak = 0
         self.connections = 0  # accepted so far; keep-alive tests compare it
         self.disconnected, self.disconnect_time = asyncio.Event(), None
         self.hung, self.release = asyncio.Event(), asyncio.Event()
@@ -296,7 +308,7 @@ class _Fake:
         try:
             while (request := await _read_request(reader)) is not None:
                 async with self._arrived:
-                    self.requests.append(request)
+                    (self.polls if request.path in MONITORING else self.requests).append(request)
                     self._arrived.notify_all()
                 queue.put_nowait(request)
         except (ConnectionError, EOFError, ValueError):
@@ -323,6 +335,14 @@ class _Fake:
         await self._json(conn, 200, answer(inputs, vectors, sum(len(text.split()) for text in inputs)))
 
     async def _chat(self, conn: _Conn, stream: _OllamaStream | _OpenAIStream):
+        self.active += 1
+        self.peak = max(self.peak, self.active)
+        try:
+            await self._chat_body(conn, stream)
+        finally:
+            self.active -= 1
+
+    async def _chat_body(self, conn: _Conn, stream: _OllamaStream | _OpenAIStream):
         behaviour = self._script.popleft() if self._script else Reply("Hello", " world")
         if isinstance(behaviour, HttpError):
             return await self._error(conn, behaviour.status, behaviour.message, behaviour.headers)
@@ -380,6 +400,7 @@ class FakeOllama(_Fake):
 
     def __init__(self, models: Iterable[str] = ("llama3.2:1b",)):
         super().__init__(models)
+        self.loaded: list[str] = []
 
     @property
     def url(self) -> str:
@@ -401,6 +422,8 @@ class FakeOllama(_Fake):
                 await self._json(conn, 200, {"version": "0.5.1"})
             case "GET", "/api/tags":
                 await self._json(conn, 200, {"models": [_tag_entry(m) for m in self.models]})
+            case "GET", "/api/ps":
+                await self._json(conn, 200, {"models": [_ps_entry(m) for m in self.loaded]})
             case "POST", "/api/chat" if self._script or self._has(model):
                 await self._chat(conn, _OllamaStream(model))
             case "POST", "/api/chat":
@@ -426,6 +449,13 @@ class FakeOllama(_Fake):
                 await self._error(conn, 404, f"model '{model}' not found")
             case _:
                 await conn.respond(404, b"404 page not found", TEXT)
+
+
+def _ps_entry(name: str) -> dict:
+    """An /api/ps entry (Ollama docs/api.md "List Running Models")."""
+    entry = _tag_entry(name)
+    del entry["modified_at"]
+    return entry | {"expires_at": "2025-01-15T10:25:30.123456Z", "size_vram": entry["size"]}
 
 
 def _tag_entry(name: str) -> dict:
@@ -481,9 +511,11 @@ class _OpenAIStream:
 
 
 class FakeOpenAI(_Fake):
-    def __init__(self, models: Iterable[str] = ("gpt-4o-mini",), api_key: str | None = None):
+    def __init__(self, models: Iterable[str] = ("gpt-4o-mini",), api_key: str | None = None,
+                 slots: int | None = None, vllm: bool = False):
         super().__init__(models)
         self.api_key = api_key
+        self.slots, self.vllm, self.deferred = slots, vllm, 0
 
     @property
     def url(self) -> str:
@@ -491,6 +523,23 @@ class FakeOpenAI(_Fake):
 
     async def _error(self, conn: _Conn, status: int, message: str, headers=None, kind=None, code=None):
         await self._json(conn, status, _openai_error(status, message, kind, code), headers)
+
+    def _metrics(self) -> str:
+        """llama.cpp server's /metrics (tools/server/server.cpp, handle_metrics) or vLLM's (vllm/v1/metrics)."""
+        if self.vllm:
+            label = '{engine="0",model_name="%s"}' % self.models[0]
+            gauges = [("vllm:num_requests_running", "Number of requests in model execution batches.",
+                       f"{float(self.active)}"),
+                      ("vllm:num_requests_waiting", "Number of requests waiting to be processed.",
+                       f"{float(self.deferred)}"),
+                      ("vllm:kv_cache_usage_perc", "KV-cache usage. 1 means 100 percent usage.", "0.25")]
+            return "".join(f"# HELP {n} {h}\n# TYPE {n} gauge\n{n}{label} {v}\n" for n, h, v in gauges)
+        metrics = [("prompt_tokens_total", "counter", "Number of prompt tokens processed.", 120),
+                   ("tokens_predicted_total", "counter", "Number of generation tokens processed.", 48),
+                   ("requests_processing", "gauge", "Number of requests processing.", self.active),
+                   ("requests_deferred", "gauge", "Number of requests deferred.", self.deferred)]
+        return "".join(f"# HELP llamacpp:{n} {h}\n# TYPE llamacpp:{n} {t}\nllamacpp:{n} {v}\n"
+                       for n, t, h, v in metrics)
 
     async def _route(self, req: RecordedRequest, conn: _Conn):
         body = req.json if isinstance(req.json, dict) else {}
@@ -510,5 +559,13 @@ class FakeOpenAI(_Fake):
             case "POST", "/v1/chat/completions":
                 include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
                 await self._chat(conn, _OpenAIStream(body.get("model", ""), include_usage))
+            case "GET", "/props" if self.slots:
+                await self._json(conn, 200, {"total_slots": self.slots, "model_path": "/models/m.gguf",
+                                             "chat_template": "", "build_info": "b5000-0000000"})
+            case "GET", "/slots" if self.slots:
+                await self._json(conn, 200, [{"id": i, "n_ctx": 4096, "is_processing": i < self.active}
+                                             for i in range(self.slots)])
+            case "GET", "/metrics" if self.slots or self.vllm:
+                await conn.respond(200, self._metrics().encode(), PROMETHEUS)
             case _:
                 await self._error(conn, 404, f"Invalid URL ({req.method} {req.path})")

@@ -26,10 +26,13 @@ from gateway.config.types import (
     HealthCheckConfig,
     LimitsConfig,
     LoggingConfig,
+    QueueConfig,
     RetryConfig,
     RouteConfig,
     RuleConfig,
+    SchedulerConfig,
     SessionsConfig,
+    SpillConfig,
     TargetConfig,
     TlsConfig,
     TracingConfig,
@@ -38,8 +41,9 @@ from gateway.domain import BackendKind
 
 __all__ = [
     "AFFINITIES", "SESSION_STORES", "STRATEGIES", "BackendConfig", "Config", "ConfigError", "HealthCheckConfig",
-    "LimitsConfig", "LoggingConfig", "RetryConfig", "RouteConfig", "RuleConfig", "SessionsConfig", "TargetConfig",
-    "TlsConfig", "TracingConfig", "embedded_default", "load", "parse", "redact_url",
+    "LimitsConfig", "LoggingConfig", "QueueConfig", "RetryConfig", "RouteConfig", "RuleConfig", "SchedulerConfig",
+    "SessionsConfig", "SpillConfig", "TargetConfig", "TlsConfig", "TracingConfig", "embedded_default", "load", "parse",
+    "redact_url",
 ]
 
 

@@ -15,6 +15,8 @@ from gateway.config.types import (
     AFFINITIES,
     MAX_TOKENS_FIELDS,
     OTLP_PROTOCOLS,
+    LOAD_SIGNALS,
+    SCHEDULER_STORES,
     SESSION_STORES,
     STRATEGIES,
     BackendConfig,
@@ -22,10 +24,13 @@ from gateway.config.types import (
     HealthCheckConfig,
     LimitsConfig,
     LoggingConfig,
+    QueueConfig,
     RetryConfig,
     RouteConfig,
     RuleConfig,
+    SchedulerConfig,
     SessionsConfig,
+    SpillConfig,
     TargetConfig,
     TlsConfig,
     TracingConfig,
@@ -71,6 +76,7 @@ def build(root: Section) -> Config:
         default_route=default_route,
         shutdown_grace=root.duration("shutdown_grace", Config().shutdown_grace),
         health_check=_health_check(root.section("health_check")),
+        scheduler=_scheduler(root.section("scheduler")),
         outlier_detection=_outlier(root.section("outlier_detection")),
         sessions=_sessions(root.section("sessions")),
         limits=_limits(root.section("limits")),
@@ -123,6 +129,8 @@ def _backend(s: Section) -> BackendConfig:
         http=http,
         max_tokens_field=_max_tokens_field(s, kind),
         send_reasoning=_send_reasoning(s, kind),
+        max_concurrency=s.get("max_concurrency", int, 0, _positive) or None,
+        load_signal=_choice(s, "load_signal", LOAD_SIGNALS, "auto"),
     )
     s.done()
     return config
@@ -214,6 +222,8 @@ def _route(s: Section, backends: Mapping[str, BackendConfig]) -> RouteConfig:
         first_token_timeout=_optional_duration(s, "first_token_timeout"),
         affinity=affinity,
         options=_options(s),
+        queue=_queue(s.section("queue")),
+        spill=_spill(s.section("spill")) if s.data.get("spill") is not None else None,
     )
     s.done()
     return config
@@ -232,6 +242,55 @@ def _options(s: Section) -> dict[str, object]:
     except (TypeError, ValueError) as exc:
         raise s.error("options", f"must hold JSON values only ({exc})") from None
     return value
+
+
+def _choice(s: Section, name: str, choices: tuple[str, ...], default: str) -> str:
+    value = s.text(name, default)
+    if value not in choices:
+        raise s.error(name, f"must be one of {', '.join(choices)}, got {value!r}")
+    return value
+
+
+def _queue(s: Section) -> QueueConfig:
+    defaults = QueueConfig()
+    config = QueueConfig(
+        max_wait=s.duration("max_wait", defaults.max_wait),
+        max_size=s.get("max_size", int, defaults.max_size, _non_negative),
+    )
+    if config.max_wait < 0:
+        raise s.error("max_wait", "must be 0 or more")
+    s.done()
+    return config
+
+
+def _spill(s: Section) -> SpillConfig:
+    utilization = s.get("utilization", float, -1.0)
+    if s.data.get("utilization") is not None and not 0 < utilization <= 1:
+        raise s.error("utilization", "must be a fraction in (0, 1]")
+    config = SpillConfig(
+        utilization=utilization if utilization > 0 else None,
+        max_queue_wait=s.duration("max_queue_wait", SpillConfig().max_queue_wait),
+    )
+    if config.max_queue_wait < 0:
+        raise s.error("max_queue_wait", "must be 0 or more")
+    s.done()
+    return config
+
+
+def _scheduler(s: Section) -> SchedulerConfig:
+    defaults = SchedulerConfig()
+    config = SchedulerConfig(
+        store=_choice(s, "store", SCHEDULER_STORES, defaults.store),
+        redis_url=s.text("redis_url", defaults.redis_url),
+        poll_interval=s.duration("poll_interval", defaults.poll_interval),
+        lease_ttl=s.duration("lease_ttl", defaults.lease_ttl),
+        prefix_blocks=s.get("prefix_blocks", int, defaults.prefix_blocks, _positive),
+    )
+    for name in ("poll_interval", "lease_ttl"):
+        if getattr(config, name) <= 0:
+            raise s.error(name, "must be greater than 0")
+    s.done()
+    return config
 
 
 def _optional_duration(s: Section, name: str) -> float | None:

@@ -11,7 +11,9 @@ from gateway.auth import ApiKey
 from gateway.domain import BackendKind
 from gateway.routing.state import OutlierPolicy
 
-STRATEGIES = ("weighted_round_robin", "least_used", "priority")
+STRATEGIES = ("weighted_round_robin", "least_used", "priority", "adaptive")
+LOAD_SIGNALS = ("auto", "none", "llamacpp", "vllm", "ollama")
+SCHEDULER_STORES = ("memory", "redis")
 AFFINITIES = ("none", "session")
 SESSION_STORES = ("memory", "sqlite", "redis")
 OTLP_PROTOCOLS = ("http/protobuf", "grpc")
@@ -30,6 +32,8 @@ class BackendConfig:
     http: HttpSettings = HttpSettings()
     max_tokens_field: str = "max_completion_tokens"
     send_reasoning: bool = False
+    max_concurrency: int | None = None
+    load_signal: str = "auto"
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,6 +57,41 @@ class RetryConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class QueueConfig:
+    """How requests wait in turnout when every target of the best tier is at
+    capacity: first in, first out, at most `max_size` of them, each at most
+    `max_wait` seconds (and never past the caller's deadline)."""
+
+    max_wait: float = 10.0
+    max_size: int = 512
+
+
+@dataclass(frozen=True, slots=True)
+class SpillConfig:
+    """When a new request goes to the next tier at once instead of queueing:
+    the tier's in-flight is at or above `utilization` of its capacity (unset:
+    not used), or no slot is free and the expected wait exceeds
+    `max_queue_wait` seconds."""
+
+    utilization: float | None = None
+    max_queue_wait: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class SchedulerConfig:
+    """Where capacity leases and the prefix index live (`memory`: per
+    process; `redis`: shared by every worker and replica on `redis_url`), how
+    often backends' load signals are polled, and how long a lease outlives a
+    process that stopped renewing it."""
+
+    store: str = "memory"
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    poll_interval: float = 0.5
+    lease_ttl: float = 15.0
+    prefix_blocks: int = 65_536
+
+
+@dataclass(frozen=True, slots=True)
 class RouteConfig:
     name: str
     strategy: str
@@ -61,6 +100,8 @@ class RouteConfig:
     first_token_timeout: float | None = None
     affinity: str = "none"
     options: Mapping[str, object] = field(default_factory=dict)
+    queue: QueueConfig = QueueConfig()
+    spill: SpillConfig | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -149,6 +190,7 @@ class Config:
     default_route: str = ""
     shutdown_grace: float = 10.0
     health_check: HealthCheckConfig = HealthCheckConfig()
+    scheduler: SchedulerConfig = SchedulerConfig()
     outlier_detection: OutlierPolicy = OutlierPolicy()
     sessions: SessionsConfig = SessionsConfig()
     limits: LimitsConfig = LimitsConfig()

@@ -8,13 +8,14 @@ backend, so the embedded default config answers `turnout chat "hi"`); an implici
 route over every backend serving a model of that name; else NotFound listing
 what exists.
 
-`Plan` hands out one target per attempt, up to the route's attempt limit:
-the session's pinned target first when the route has affinity and it is
-available; otherwise, from the first non-empty pool of (available untried
-targets, available targets, untried targets, all targets), the best (lowest)
-priority tier, and the route's strategy within it. The last two pools are
+`Plan` hands out the targets each attempt may use, up to the route's attempt
+limit: the session's pinned target first when the route has affinity and it is
+available; otherwise the first non-empty pool of (available untried targets,
+available targets, untried targets, all targets). The last two pools are
 panic mode (as in Envoy): when everything is ejected or down, try anyway
-rather than fail without trying.
+rather than fail without trying. The scheduler (gateway/scheduling) takes the
+best (lowest) priority tier of the pool, capacity and the route's strategy
+within it; `take` records the target it chose.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from dataclasses import dataclass
 from typing import Callable, Mapping, Sequence
 
 from gateway.catalog import Catalog
-from gateway.config import BackendConfig, RetryConfig, RouteConfig, RuleConfig
+from gateway.config import BackendConfig, QueueConfig, RetryConfig, RouteConfig, RuleConfig, SpillConfig
 from gateway.errors import InvalidRequest, NotFound
 from gateway.routing.state import BackendState, Target
 from gateway.routing.strategies import Strategy
@@ -40,6 +41,13 @@ class Route:
     retry: RetryConfig = RetryConfig()
     first_token_timeout: float | None = None
     affinity: bool = False
+    strategy_name: str = "weighted_round_robin"
+    queue: QueueConfig = QueueConfig()
+    spill: SpillConfig | None = None
+
+    @property
+    def adaptive(self) -> bool:
+        return self.strategy_name == "adaptive"
 
 
 class Plan:
@@ -53,26 +61,34 @@ class Plan:
         self.now = now
         self.attempt = 0
 
-    def next(self) -> Target | None:
+    def pool(self) -> list[Target]:
+        """The targets the next attempt may use; empty when the attempts are spent."""
         if self.attempt >= self._route.retry.attempts:
-            return None
-        target = self._pick()
-        if target is not None:
-            self._tried.add(target)
-            self.attempt += 1
-        return target
+            return []
 
-    def _pick(self) -> Target | None:
         def available(targets: Sequence[Target]) -> list[Target]:
             return [t for t in targets if self._states[t.backend].available(self.now)]
 
         if self._pinned is not None and self.attempt == 0 and available([self._pinned]):
-            return self._pinned
+            return [self._pinned]
         everything = self._route.targets
         fresh = [t for t in everything if t not in self._tried]
-        pool = available(fresh) or available(everything) or fresh or list(everything)
+        return available(fresh) or available(everything) or fresh or list(everything)
+
+    def take(self, target: Target) -> None:
+        self._tried.add(target)
+        self.attempt += 1
+
+    def next(self) -> Target | None:
+        """The next target by the route's strategy alone (no capacity)."""
+        pool = self.pool()
+        if not pool:
+            return None
         tier = min(t.priority for t in pool)
-        return self._route.strategy.pick([t for t in pool if t.priority == tier])
+        target = self._route.strategy.pick([t for t in pool if t.priority == tier])
+        if target is not None:
+            self.take(target)
+        return target
 
 
 class Affinity:
@@ -121,6 +137,9 @@ class Router:
                 retry=r.retry,
                 first_token_timeout=r.first_token_timeout,
                 affinity=r.affinity == "session",
+                strategy_name=r.strategy,
+                queue=r.queue,
+                spill=r.spill,
             )
             for r in routes
         }

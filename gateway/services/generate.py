@@ -161,8 +161,8 @@ class Outcome:
                     m.tokens.labels(t.backend, t.model, kind).inc(count)
         log.info("request", extra={"fields": {
             "request_id": self.request_id, "kind": "embed" if self.embed else "generation", "key": self.key,
-            "route": t.route, "backend": t.backend, "model": t.model,
-            "attempts": t.attempts, "code": self.code, "duration_ms": round(duration * 1000, 1),
+            "route": t.route, "backend": t.backend, "model": t.model, "attempts": t.attempts, "reason": t.reason,
+            "queue_ms": round(t.queued * 1000, 1), "code": self.code, "duration_ms": round(duration * 1000, 1),
             "ttft_ms": None if t.time_to_first_token is None else round(t.time_to_first_token * 1000, 1),
             "prompt_tokens": usage.prompt_tokens if usage else None,
             "completion_tokens": usage.completion_tokens if usage else None, **tracing.log_fields(),

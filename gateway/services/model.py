@@ -13,6 +13,7 @@ from gateway.config import BackendConfig, redact_url
 from gateway.domain import BackendKind
 from gateway.errors import BackendModelMissing, InvalidRequest, NotFound
 from gateway.routing.state import BackendState, Health
+from gateway.scheduling.scheduler import Scheduler
 from gateway.services.convert import duration
 from gateway.services.status import abort, unary
 from turnout.v1 import model_pb2, model_pb2_grpc
@@ -34,8 +35,10 @@ class ModelServicer(model_pb2_grpc.ModelServiceServicer):
         adapters: Mapping[str, Adapter],
         catalog: Catalog,
         refresh: Callable[[str], Awaitable[None]],
+        scheduler: Scheduler,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
+        self._scheduler = scheduler
         self._clock = clock
         self._backends = tuple(backends)
         self._states = states
@@ -77,12 +80,27 @@ class ModelServicer(model_pb2_grpc.ModelServiceServicer):
                 priority=b.priority,
                 models=self._catalog.models_of(b.name),
             )
+            self._scheduling(backend, now)
             if state.latency_estimate is not None:
                 backend.latency_estimate.CopyFrom(duration(state.latency_estimate))
             if health is Health.EJECTED:
                 backend.ejected_until.FromNanoseconds(int((time.time() + state.ejected_until - now) * 1e9))
             out.append(backend)
         return model_pb2.ListBackendsResponse(backends=out)
+
+    def _scheduling(self, backend: model_pb2.Backend, now: float) -> None:
+        load = self._scheduler.loads[backend.name]
+        limit = self._scheduler.limit(backend.name)
+        if limit is not None:
+            backend.capacity = limit
+        backend.queued = self._scheduler.waiting_for(backend.name)
+        backend.load_signal = load.signal
+        report = load.current(now)
+        if report is not None and report.running is not None:
+            backend.reported_running = report.running
+        if report is not None and report.waiting is not None:
+            backend.reported_waiting = report.waiting
+        backend.loaded_models.extend(load.loaded(now))
 
     def _adapter(self, backend: str, model: str) -> Adapter:
         if not backend:

@@ -77,8 +77,8 @@ async def test_check_config_names_the_key_and_line(tmp_path):
     bad.write_text("backends:\n  - name: a\n    kind: ollama\n    url: http://x\n    wieght: 2\n")
     code, out, err = await run("check-config", str(bad))
     assert code == 2 and out == ""
-    assert err.strip() == "config error: backends[0].wieght (line 5): unknown key (known keys: api_key, " \
-        "api_key_file, connect_timeout, kind, max_connections, max_tokens_field, models, name, priority, read_timeout, send_reasoning, url, weight)"
+    assert err.startswith("config error: backends[0].wieght (line 5): unknown key (known keys: api_key, ")
+    assert ", weight)" in err
 
 
 async def test_check_config_summarises_without_the_secret(tmp_path):

@@ -76,7 +76,7 @@ async def test_least_used_splits_concurrent_held_streams_by_weight(pair):
 
 async def test_dead_tier_fails_over_with_no_caller_errors_and_traffic_returns(pair):
     local, cloud = pair
-    local.script(*[HttpError(503, "overloaded") for _ in range(2)])
+    local.script(*[HttpError(500, "internal error") for _ in range(2)])
     yaml = two_backends(local, cloud, route="strategy: priority", b_priority=1,
                         extra="outlier_detection: {consecutive_failures: 2, base_ejection: 300ms}\n")
     async with serve(yaml) as c:

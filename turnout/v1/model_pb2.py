@@ -26,7 +26,7 @@ from google.protobuf import duration_pb2 as google_dot_protobuf_dot_duration__pb
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16turnout/v1/model.proto\x12\nturnout.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"p\n\x05Model\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x10\n\x08\x62\x61\x63kends\x18\x02 \x03(\t\x12\x17\n\nsize_bytes\x18\x03 \x01(\x04H\x00\x88\x01\x01\x12\x0e\n\x06\x66\x61mily\x18\x04 \x01(\t\x12\x0f\n\x07healthy\x18\x05 \x01(\x08\x42\r\n\x0b_size_bytes\"\x13\n\x11ListModelsRequest\"7\n\x12ListModelsResponse\x12!\n\x06models\x18\x01 \x03(\x0b\x32\x11.turnout.v1.Model\"\xd4\x02\n\x07\x42\x61\x63kend\x12\x0c\n\x04name\x18\x01 \x01(\t\x12%\n\x04kind\x18\x02 \x01(\x0e\x32\x17.turnout.v1.BackendKind\x12\x10\n\x08\x65ndpoint\x18\x03 \x01(\t\x12\'\n\x05state\x18\x04 \x01(\x0e\x32\x18.turnout.v1.BackendState\x12\x31\n\rejected_until\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x11\n\tin_flight\x18\x06 \x01(\r\x12\x16\n\x0erequests_total\x18\x07 \x01(\x04\x12\x14\n\x0c\x65rrors_total\x18\x08 \x01(\x04\x12\x33\n\x10latency_estimate\x18\t \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x0e\n\x06weight\x18\n \x01(\r\x12\x10\n\x08priority\x18\x0b \x01(\r\x12\x0e\n\x06models\x18\x0c \x03(\t\"\x15\n\x13ListBackendsRequest\"=\n\x14ListBackendsResponse\x12%\n\x08\x62\x61\x63kends\x18\x01 \x03(\x0b\x32\x13.turnout.v1.Backend\"2\n\x10PullModelRequest\x12\x0f\n\x07\x62\x61\x63kend\x18\x01 \x01(\t\x12\r\n\x05model\x18\x02 \x01(\t\"a\n\x11PullModelResponse\x12\x0e\n\x06status\x18\x01 \x01(\t\x12\x0e\n\x06\x64igest\x18\x02 \x01(\t\x12\x13\n\x0btotal_bytes\x18\x03 \x01(\x04\x12\x17\n\x0f\x63ompleted_bytes\x18\x04 \x01(\x04\"4\n\x12\x44\x65leteModelRequest\x12\x0f\n\x07\x62\x61\x63kend\x18\x01 \x01(\t\x12\r\n\x05model\x18\x02 \x01(\t\"\x15\n\x13\x44\x65leteModelResponse*]\n\x0b\x42\x61\x63kendKind\x12\x1c\n\x18\x42\x41\x43KEND_KIND_UNSPECIFIED\x10\x00\x12\x17\n\x13\x42\x41\x43KEND_KIND_OLLAMA\x10\x01\x12\x17\n\x13\x42\x41\x43KEND_KIND_OPENAI\x10\x02*{\n\x0c\x42\x61\x63kendState\x12\x1d\n\x19\x42\x41\x43KEND_STATE_UNSPECIFIED\x10\x00\x12\x19\n\x15\x42\x41\x43KEND_STATE_HEALTHY\x10\x01\x12\x19\n\x15\x42\x41\x43KEND_STATE_EJECTED\x10\x02\x12\x16\n\x12\x42\x41\x43KEND_STATE_DOWN\x10\x03\x32\xca\x02\n\x0cModelService\x12K\n\nListModels\x12\x1d.turnout.v1.ListModelsRequest\x1a\x1e.turnout.v1.ListModelsResponse\x12Q\n\x0cListBackends\x12\x1f.turnout.v1.ListBackendsRequest\x1a .turnout.v1.ListBackendsResponse\x12J\n\tPullModel\x12\x1c.turnout.v1.PullModelRequest\x1a\x1d.turnout.v1.PullModelResponse0\x01\x12N\n\x0b\x44\x65leteModel\x12\x1e.turnout.v1.DeleteModelRequest\x1a\x1f.turnout.v1.DeleteModelResponseB8Z6github.com/turnout/turnout/gen/go/turnout/v1;turnoutv1b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16turnout/v1/model.proto\x12\nturnout.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"p\n\x05Model\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x10\n\x08\x62\x61\x63kends\x18\x02 \x03(\t\x12\x17\n\nsize_bytes\x18\x03 \x01(\x04H\x00\x88\x01\x01\x12\x0e\n\x06\x66\x61mily\x18\x04 \x01(\t\x12\x0f\n\x07healthy\x18\x05 \x01(\x08\x42\r\n\x0b_size_bytes\"\x13\n\x11ListModelsRequest\"7\n\x12ListModelsResponse\x12!\n\x06models\x18\x01 \x03(\x0b\x32\x11.turnout.v1.Model\"\x9c\x04\n\x07\x42\x61\x63kend\x12\x0c\n\x04name\x18\x01 \x01(\t\x12%\n\x04kind\x18\x02 \x01(\x0e\x32\x17.turnout.v1.BackendKind\x12\x10\n\x08\x65ndpoint\x18\x03 \x01(\t\x12\'\n\x05state\x18\x04 \x01(\x0e\x32\x18.turnout.v1.BackendState\x12\x31\n\rejected_until\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x11\n\tin_flight\x18\x06 \x01(\r\x12\x16\n\x0erequests_total\x18\x07 \x01(\x04\x12\x14\n\x0c\x65rrors_total\x18\x08 \x01(\x04\x12\x33\n\x10latency_estimate\x18\t \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x0e\n\x06weight\x18\n \x01(\r\x12\x10\n\x08priority\x18\x0b \x01(\r\x12\x0e\n\x06models\x18\x0c \x03(\t\x12\x15\n\x08\x63\x61pacity\x18\r \x01(\rH\x00\x88\x01\x01\x12\x0e\n\x06queued\x18\x0e \x01(\r\x12\x13\n\x0bload_signal\x18\x0f \x01(\t\x12\x1d\n\x10reported_running\x18\x10 \x01(\rH\x01\x88\x01\x01\x12\x1d\n\x10reported_waiting\x18\x11 \x01(\rH\x02\x88\x01\x01\x12\x15\n\rloaded_models\x18\x12 \x03(\tB\x0b\n\t_capacityB\x13\n\x11_reported_runningB\x13\n\x11_reported_waiting\"\x15\n\x13ListBackendsRequest\"=\n\x14ListBackendsResponse\x12%\n\x08\x62\x61\x63kends\x18\x01 \x03(\x0b\x32\x13.turnout.v1.Backend\"2\n\x10PullModelRequest\x12\x0f\n\x07\x62\x61\x63kend\x18\x01 \x01(\t\x12\r\n\x05model\x18\x02 \x01(\t\"a\n\x11PullModelResponse\x12\x0e\n\x06status\x18\x01 \x01(\t\x12\x0e\n\x06\x64igest\x18\x02 \x01(\t\x12\x13\n\x0btotal_bytes\x18\x03 \x01(\x04\x12\x17\n\x0f\x63ompleted_bytes\x18\x04 \x01(\x04\"4\n\x12\x44\x65leteModelRequest\x12\x0f\n\x07\x62\x61\x63kend\x18\x01 \x01(\t\x12\r\n\x05model\x18\x02 \x01(\t\"\x15\n\x13\x44\x65leteModelResponse*]\n\x0b\x42\x61\x63kendKind\x12\x1c\n\x18\x42\x41\x43KEND_KIND_UNSPECIFIED\x10\x00\x12\x17\n\x13\x42\x41\x43KEND_KIND_OLLAMA\x10\x01\x12\x17\n\x13\x42\x41\x43KEND_KIND_OPENAI\x10\x02*{\n\x0c\x42\x61\x63kendState\x12\x1d\n\x19\x42\x41\x43KEND_STATE_UNSPECIFIED\x10\x00\x12\x19\n\x15\x42\x41\x43KEND_STATE_HEALTHY\x10\x01\x12\x19\n\x15\x42\x41\x43KEND_STATE_EJECTED\x10\x02\x12\x16\n\x12\x42\x41\x43KEND_STATE_DOWN\x10\x03\x32\xca\x02\n\x0cModelService\x12K\n\nListModels\x12\x1d.turnout.v1.ListModelsRequest\x1a\x1e.turnout.v1.ListModelsResponse\x12Q\n\x0cListBackends\x12\x1f.turnout.v1.ListBackendsRequest\x1a .turnout.v1.ListBackendsResponse\x12J\n\tPullModel\x12\x1c.turnout.v1.PullModelRequest\x1a\x1d.turnout.v1.PullModelResponse0\x01\x12N\n\x0b\x44\x65leteModel\x12\x1e.turnout.v1.DeleteModelRequest\x1a\x1f.turnout.v1.DeleteModelResponseB8Z6github.com/turnout/turnout/gen/go/turnout/v1;turnoutv1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -34,10 +34,10 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'turnout.v1.model_pb2', _glo
 if not _descriptor._USE_C_DESCRIPTORS:
   _globals['DESCRIPTOR']._loaded_options = None
   _globals['DESCRIPTOR']._serialized_options = b'Z6github.com/turnout/turnout/gen/go/turnout/v1;turnoutv1'
-  _globals['_BACKENDKIND']._serialized_start=952
-  _globals['_BACKENDKIND']._serialized_end=1045
-  _globals['_BACKENDSTATE']._serialized_start=1047
-  _globals['_BACKENDSTATE']._serialized_end=1170
+  _globals['_BACKENDKIND']._serialized_start=1152
+  _globals['_BACKENDKIND']._serialized_end=1245
+  _globals['_BACKENDSTATE']._serialized_start=1247
+  _globals['_BACKENDSTATE']._serialized_end=1370
   _globals['_MODEL']._serialized_start=103
   _globals['_MODEL']._serialized_end=215
   _globals['_LISTMODELSREQUEST']._serialized_start=217
@@ -45,19 +45,19 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_LISTMODELSRESPONSE']._serialized_start=238
   _globals['_LISTMODELSRESPONSE']._serialized_end=293
   _globals['_BACKEND']._serialized_start=296
-  _globals['_BACKEND']._serialized_end=636
-  _globals['_LISTBACKENDSREQUEST']._serialized_start=638
-  _globals['_LISTBACKENDSREQUEST']._serialized_end=659
-  _globals['_LISTBACKENDSRESPONSE']._serialized_start=661
-  _globals['_LISTBACKENDSRESPONSE']._serialized_end=722
-  _globals['_PULLMODELREQUEST']._serialized_start=724
-  _globals['_PULLMODELREQUEST']._serialized_end=774
-  _globals['_PULLMODELRESPONSE']._serialized_start=776
-  _globals['_PULLMODELRESPONSE']._serialized_end=873
-  _globals['_DELETEMODELREQUEST']._serialized_start=875
-  _globals['_DELETEMODELREQUEST']._serialized_end=927
-  _globals['_DELETEMODELRESPONSE']._serialized_start=929
-  _globals['_DELETEMODELRESPONSE']._serialized_end=950
-  _globals['_MODELSERVICE']._serialized_start=1173
-  _globals['_MODELSERVICE']._serialized_end=1503
+  _globals['_BACKEND']._serialized_end=836
+  _globals['_LISTBACKENDSREQUEST']._serialized_start=838
+  _globals['_LISTBACKENDSREQUEST']._serialized_end=859
+  _globals['_LISTBACKENDSRESPONSE']._serialized_start=861
+  _globals['_LISTBACKENDSRESPONSE']._serialized_end=922
+  _globals['_PULLMODELREQUEST']._serialized_start=924
+  _globals['_PULLMODELREQUEST']._serialized_end=974
+  _globals['_PULLMODELRESPONSE']._serialized_start=976
+  _globals['_PULLMODELRESPONSE']._serialized_end=1073
+  _globals['_DELETEMODELREQUEST']._serialized_start=1075
+  _globals['_DELETEMODELREQUEST']._serialized_end=1127
+  _globals['_DELETEMODELRESPONSE']._serialized_start=1129
+  _globals['_DELETEMODELRESPONSE']._serialized_end=1150
+  _globals['_MODELSERVICE']._serialized_start=1373
+  _globals['_MODELSERVICE']._serialized_end=1703
 # @@protoc_insertion_point(module_scope)

@@ -56,7 +56,7 @@ class ListModelsResponse(_message.Message):
     def __init__(self, models: _Optional[_Iterable[_Union[Model, _Mapping]]] = ...) -> None: ...
 
 class Backend(_message.Message):
-    __slots__ = ("name", "kind", "endpoint", "state", "ejected_until", "in_flight", "requests_total", "errors_total", "latency_estimate", "weight", "priority", "models")
+    __slots__ = ("name", "kind", "endpoint", "state", "ejected_until", "in_flight", "requests_total", "errors_total", "latency_estimate", "weight", "priority", "models", "capacity", "queued", "load_signal", "reported_running", "reported_waiting", "loaded_models")
     NAME_FIELD_NUMBER: _ClassVar[int]
     KIND_FIELD_NUMBER: _ClassVar[int]
     ENDPOINT_FIELD_NUMBER: _ClassVar[int]
@@ -69,6 +69,12 @@ class Backend(_message.Message):
     WEIGHT_FIELD_NUMBER: _ClassVar[int]
     PRIORITY_FIELD_NUMBER: _ClassVar[int]
     MODELS_FIELD_NUMBER: _ClassVar[int]
+    CAPACITY_FIELD_NUMBER: _ClassVar[int]
+    QUEUED_FIELD_NUMBER: _ClassVar[int]
+    LOAD_SIGNAL_FIELD_NUMBER: _ClassVar[int]
+    REPORTED_RUNNING_FIELD_NUMBER: _ClassVar[int]
+    REPORTED_WAITING_FIELD_NUMBER: _ClassVar[int]
+    LOADED_MODELS_FIELD_NUMBER: _ClassVar[int]
     name: str
     kind: BackendKind
     endpoint: str
@@ -81,7 +87,13 @@ class Backend(_message.Message):
     weight: int
     priority: int
     models: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, name: _Optional[str] = ..., kind: _Optional[_Union[BackendKind, str]] = ..., endpoint: _Optional[str] = ..., state: _Optional[_Union[BackendState, str]] = ..., ejected_until: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., in_flight: _Optional[int] = ..., requests_total: _Optional[int] = ..., errors_total: _Optional[int] = ..., latency_estimate: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., weight: _Optional[int] = ..., priority: _Optional[int] = ..., models: _Optional[_Iterable[str]] = ...) -> None: ...
+    capacity: int
+    queued: int
+    load_signal: str
+    reported_running: int
+    reported_waiting: int
+    loaded_models: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, name: _Optional[str] = ..., kind: _Optional[_Union[BackendKind, str]] = ..., endpoint: _Optional[str] = ..., state: _Optional[_Union[BackendState, str]] = ..., ejected_until: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., in_flight: _Optional[int] = ..., requests_total: _Optional[int] = ..., errors_total: _Optional[int] = ..., latency_estimate: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., weight: _Optional[int] = ..., priority: _Optional[int] = ..., models: _Optional[_Iterable[str]] = ..., capacity: _Optional[int] = ..., queued: _Optional[int] = ..., load_signal: _Optional[str] = ..., reported_running: _Optional[int] = ..., reported_waiting: _Optional[int] = ..., loaded_models: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class ListBackendsRequest(_message.Message):
     __slots__ = ()

@@ -1,0 +1,100 @@
+"""What the scheduler knows and learns of one backend: its capacity (from
+config, else from the server's own word), the last load report polled from
+it, and three rates learned from the requests it served — how long a request
+holds a slot, prefill seconds per uncached prompt token, and seconds a cold
+model load costs. Pure: time is passed in.
+"""
+
+from __future__ import annotations
+
+from gateway.scheduling.signals import LoadReport
+
+SMOOTHING = 0.2
+DEFAULT_PREFILL_PER_TOKEN = 0.001
+DEFAULT_LOAD_TIME = 10.0
+MIN_TOKENS_TO_LEARN = 64
+RESIDENT_FOR = 300.0  # Ollama keeps a model loaded 5 minutes after its last use by default
+
+
+def _ewma(old: float | None, new: float) -> float:
+    return new if old is None else SMOOTHING * new + (1 - SMOOTHING) * old
+
+
+def _same_model(a: str, b: str) -> bool:
+    """Ollama names without a tag mean `:latest`."""
+    return a == b or (":" not in a and f"{a}:latest" == b) or (":" not in b and f"{b}:latest" == a)
+
+
+class BackendLoad:
+    def __init__(self, name: str, configured_capacity: int | None = None, stale_after: float = 5.0) -> None:
+        self.name = name
+        self.configured_capacity = configured_capacity
+        self.discovered_capacity: int | None = None
+        self.signal = "none"
+        self.report: LoadReport | None = None
+        self.report_time = 0.0
+        self._own_at_report = 0
+        self.stale_after = stale_after
+        self.service_time: float | None = None
+        self.prefill_per_token: float | None = None
+        self.load_time: float | None = None
+        self._served: dict[str, float] = {}
+
+    @property
+    def capacity(self) -> int | None:
+        return self.configured_capacity or self.discovered_capacity
+
+    def update(self, report: LoadReport, own_in_flight: int, now: float) -> None:
+        self.report, self.report_time, self._own_at_report = report, now, own_in_flight
+
+    def current(self, now: float) -> LoadReport | None:
+        if self.report is None or now - self.report_time > self.stale_after:
+            return None
+        return self.report
+
+    def reported_busy(self, own_in_flight: int, now: float) -> int | None:
+        """The server's running + waiting at the last poll, moved by what
+        turnout started or finished there since."""
+        report = self.current(now)
+        if report is None or report.busy is None:
+            return None
+        return max(0, report.busy + own_in_flight - self._own_at_report)
+
+    def resident(self, model: str, now: float) -> bool | None:
+        """Whether `model` is loaded there now; None when nothing says."""
+        served = max((t for m, t in self._served.items() if _same_model(m, model)), default=None)
+        report = self.current(now)
+        if report is not None and report.loaded_models is not None and (served is None or served < self.report_time):
+            return any(_same_model(model, loaded) for loaded in report.loaded_models)
+        if served is not None and now - served < RESIDENT_FOR:
+            return True
+        if report is not None and report.loaded_models is None:
+            return True  # a llama.cpp or vLLM server holds the one model it serves
+        return None
+
+    def loaded(self, now: float) -> list[str]:
+        """Models known to be in memory: the last /api/ps, and those served
+        since (within RESIDENT_FOR)."""
+        report = self.current(now)
+        names = set(report.loaded_models or ()) if report is not None else set()
+        names.update(m for m, t in self._served.items() if now - t < RESIDENT_FOR and t >= self.report_time)
+        return sorted(names)
+
+    def expected_wait(self, waiting_ahead: float, capacity: int) -> float:
+        """Seconds until a slot frees for a request with `waiting_ahead`
+        requests before it: half a service time for the first, then one
+        service time per `capacity` requests."""
+        service = self.service_time if self.service_time is not None else 1.0
+        return service * (waiting_ahead + 0.5) / capacity
+
+    def learn_first_token(self, model: str, seconds: float, uncached_tokens: int, was_resident: bool | None,
+                          now: float) -> None:
+        prefill = self.prefill_per_token or DEFAULT_PREFILL_PER_TOKEN
+        if was_resident is False:
+            self.load_time = _ewma(self.load_time, max(0.0, seconds - prefill * uncached_tokens))
+        elif uncached_tokens >= MIN_TOKENS_TO_LEARN:
+            self.prefill_per_token = _ewma(self.prefill_per_token, seconds / uncached_tokens)
+        self._served[model] = now
+
+    def learn_service(self, seconds: float) -> None:
+        self.service_time = _ewma(self.service_time, seconds)

@@ -1,0 +1,94 @@
+"""The choice among one tier's targets, as a pure function over a snapshot.
+
+Each Endpoint is what the scheduler knows of one target right now: turnout's
+own in-flight and the backend's capacity, the load the server reports, whether
+the model is resident, how many leading blocks of this prompt it holds, and
+two learned rates (prefill seconds per token, seconds to load a cold model).
+
+`adaptive` estimates each endpoint's time to first token and takes the least:
+
+    cost = expected wait for a slot            (0 when a slot is free)
+         + cold-load time                      (when the model is known not loaded)
+         + prefill per token x uncached tokens (prompt tokens less the cached blocks)
+
+so residency comes first (a load costs seconds), then the longest cached
+prefix, and cache affinity yields to load exactly when waiting for the cached
+backend costs more than the prefill it saves. Costs within COST_QUANTUM are
+equal; ties go to the least load relative to weight (running requests over
+weight, the server's own count when it reports a larger one), then
+round-robin. The reason says which term decided: residency, prefix or load.
+
+The other strategies keep their meaning and pick among endpoints with a free
+slot (`free_only`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+from gateway.routing.state import Target
+
+COST_QUANTUM = 0.005
+
+
+@dataclass(frozen=True, slots=True)
+class Endpoint:
+    target: Target
+    in_flight: int = 0
+    capacity: int | None = None
+    reported_busy: int | None = None
+    resident: bool | None = None
+    cached_blocks: int = 0
+    wait: float = 0.0
+    prefill_per_token: float = 0.001
+    load_time: float = 10.0
+
+    @property
+    def free(self) -> bool:
+        return self.capacity is None or self.in_flight < self.capacity
+
+    @property
+    def load(self) -> float:
+        busy = max(self.in_flight, self.reported_busy or 0)
+        return busy / self.target.weight
+
+    def cost(self, prompt_tokens: int, block_tokens: int) -> float:
+        uncached = max(0, prompt_tokens - self.cached_blocks * block_tokens)
+        cold = self.load_time if self.resident is False else 0.0
+        return self.wait + cold + self.prefill_per_token * uncached
+
+
+@dataclass(frozen=True, slots=True)
+class Choice:
+    endpoint: Endpoint
+    reason: str
+
+    @property
+    def target(self) -> Target:
+        return self.endpoint.target
+
+
+def free_only(endpoints: Sequence[Endpoint]) -> list[Endpoint]:
+    return [e for e in endpoints if e.free]
+
+
+def adaptive(endpoints: Sequence[Endpoint], prompt_tokens: int, block_tokens: int, turn: int = 0) -> Choice | None:
+    """The endpoint with the least estimated time to first token; `turn`
+    rotates the order in which exact ties are broken."""
+    if not endpoints:
+        return None
+    n = len(endpoints)
+    rotated = [endpoints[(turn + i) % n] for i in range(n)]
+    costs = {id(e): round(e.cost(prompt_tokens, block_tokens) / COST_QUANTUM) for e in rotated}
+    best = min(rotated, key=lambda e: (costs[id(e)], e.load))
+    return Choice(best, _reason(best, endpoints, costs))
+
+
+def _reason(best: Endpoint, endpoints: Sequence[Endpoint], costs: dict[int, int]) -> str:
+    if best.resident is not False and any(e.resident is False for e in endpoints):
+        return "residency"
+    if best.cached_blocks and best.cached_blocks >= max(e.cached_blocks for e in endpoints):
+        if any(costs[id(e)] > costs[id(best)] for e in endpoints):
+            return "prefix"
+    return "load"

@@ -1,0 +1,163 @@
+"""Polls each backend's own load endpoints every `scheduler.poll_interval`
+(the I/O edge of the scheduler; parsing is in signals.py).
+
+`load_signal` picks what is read: `ollama` /api/ps; `llamacpp` /metrics, else
+/slots, and /props for the capacity; `vllm` /metrics; `none` nothing. `auto`
+means `ollama` for Ollama backends and, for OpenAI-compatible ones, whatever
+the server turns out to speak: /props and /metrics are tried (llama.cpp or
+vLLM gauges), then /slots; a server that answers none of them (a cloud API) is
+asked again only every REDETECT seconds and otherwise left to turnout's own
+counts. A failed poll leaves the last report to go stale (BackendLoad), so a
+server that stops answering stops steering the scheduler.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import time
+from typing import Awaitable, Callable, Mapping, Sequence
+
+import httpx
+
+from adapters.http import HttpSettings, build_client
+from gateway.config import BackendConfig
+from gateway.domain import BackendKind
+from gateway.metrics import Metrics
+from gateway.scheduling.load import BackendLoad
+from gateway.scheduling.signals import (
+    LoadReport,
+    SignalError,
+    llamacpp_metrics,
+    llamacpp_slots,
+    llamacpp_total_slots,
+    ollama_ps,
+    vllm_metrics,
+)
+
+log = logging.getLogger("turnout")
+REDETECT = 30.0
+
+
+def server_root(backend: BackendConfig) -> str:
+    """The server's root URL: OpenAI-compatible base URLs end in /v1."""
+    url = backend.url
+    if backend.kind is BackendKind.OPENAI and url.endswith("/v1"):
+        url = url[: -len("/v1")]
+    return url
+
+
+class LoadPoller:
+    def __init__(
+        self,
+        backends: Sequence[BackendConfig],
+        loads: Mapping[str, BackendLoad],
+        held: Callable[[str], int],
+        metrics: Metrics,
+        interval: float,
+        on_capacity: Callable[[], Awaitable[None]],
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._backends = {b.name: b for b in backends if b.load_signal != "none"}
+        self._loads = loads
+        self._held = held
+        self._metrics = metrics
+        self._interval = interval
+        self._on_capacity = on_capacity
+        self._clock = clock
+        settings = HttpSettings(connect_timeout=min(2.0, interval * 4), read_timeout=min(5.0, interval * 4),
+                                max_connections=2, max_keepalive_connections=2)
+        self._clients = {
+            b.name: build_client(
+                server_root(b), settings,
+                headers={"Authorization": f"Bearer {b.api_key}"} if b.api_key else None,
+            )
+            for b in self._backends.values()
+        }
+        self._signal = {
+            b.name: "ollama" if b.load_signal == "auto" and b.kind is BackendKind.OLLAMA else b.load_signal
+            for b in self._backends.values()
+        }
+        self._next_detect: dict[str, float] = {}
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        await self.poll_all()
+        self._task = asyncio.create_task(self._poll_forever())
+
+    async def poll_all(self) -> None:
+        before = {name: load.capacity for name, load in self._loads.items()}
+        await asyncio.gather(*(self.poll(name) for name in self._backends))
+        if any(self._loads[name].capacity != capacity for name, capacity in before.items()):
+            await self._on_capacity()
+
+    async def poll(self, name: str) -> None:
+        load = self._loads[name]
+        report = await self._read(name)
+        if report is None:
+            return
+        load.update(report, self._held(name), self._clock())
+        load.signal = self._signal[name]
+        for state, value in (("running", report.running), ("waiting", report.waiting)):
+            if value is not None:
+                self._metrics.backend_reported.labels(name, state).set(value)
+
+    async def _read(self, name: str) -> LoadReport | None:
+        signal = self._signal[name]
+        if signal == "auto":
+            if self._clock() < self._next_detect.get(name, 0.0):
+                return None
+            self._next_detect[name] = self._clock() + REDETECT
+            await self._discover_capacity(name)
+            for parse, detected in ((llamacpp_metrics, "llamacpp"), (vllm_metrics, "vllm")):
+                report = await self._get(name, "/metrics", parse)
+                if report is not None:
+                    self._signal[name] = detected
+                    log.info("backend %s reports its load (%s /metrics)", name, detected)
+                    return report
+            report = await self._get(name, "/slots", lambda text: llamacpp_slots(json.loads(text)))
+            if report is not None:
+                self._signal[name] = "llamacpp"
+            return report
+        if signal == "ollama":
+            return await self._get(name, "/api/ps", lambda text: ollama_ps(json.loads(text)))
+        if signal == "vllm":
+            return await self._get(name, "/metrics", vllm_metrics)
+        if self._loads[name].capacity is None:
+            await self._discover_capacity(name)
+        return await self._get(name, "/metrics", llamacpp_metrics) or await self._get(
+            name, "/slots", lambda text: llamacpp_slots(json.loads(text))
+        )
+
+    async def _discover_capacity(self, name: str) -> None:
+        load = self._loads[name]
+        if load.configured_capacity is not None:
+            return
+        total = await self._get(name, "/props", lambda text: llamacpp_total_slots(json.loads(text)))
+        if total is not None and total != load.discovered_capacity:
+            load.discovered_capacity = total
+            self._metrics.backend_capacity.labels(name).set(total)
+            log.info("backend %s has %d slots (from /props)", name, total)
+
+    async def _get(self, name: str, path: str, parse: Callable[[str], object]):
+        try:
+            response = await self._clients[name].get(path)
+            if response.status_code != 200:
+                return None
+            return parse(response.text)
+        except (httpx.HTTPError, SignalError, ValueError, OSError):
+            return None
+
+    async def _poll_forever(self) -> None:
+        while True:
+            await asyncio.sleep(self._interval)
+            await self.poll_all()
+
+    async def aclose(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        await asyncio.gather(*(client.aclose() for client in self._clients.values()))

@@ -1,0 +1,91 @@
+"""Approximate prefix-cache tracking (SPEC §4b; the way vLLM's automatic prefix
+caching and llm-d's approximate prefix scorer see a prompt).
+
+A prompt is rendered to one canonical string (role and content of each
+message, in order) and its UTF-8 bytes cut into fixed blocks of BLOCK_BYTES (about 64 tokens);
+block i's hash chains on block i-1's, so equal hashes mean an equal prompt up
+to the end of that block. The index is kept per (backend, model): a cache
+holds prompts for the model that computed them. Only whole
+blocks count. Rendering message by message keeps the string of a conversation
+a prefix of the string of its next turn, so a session and a caller that sends
+its whole history hash alike.
+
+PrefixIndex remembers, per backend and model, the block hashes of the prompts it served
+recently (and of the prompt extended by the answer, which the next turn
+starts with) in an LRU bounded by `blocks_per_endpoint`. The match for a
+backend is the number of leading blocks of a prompt it holds: the part a
+server with a prompt cache will not compute again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections import OrderedDict
+from typing import Iterable, Sequence
+
+from gateway.domain import Message
+
+BLOCK_BYTES = 256
+BYTES_PER_TOKEN = 4
+BLOCK_TOKENS = BLOCK_BYTES // BYTES_PER_TOKEN
+
+
+def render(messages: Iterable[Message]) -> str:
+    parts = []
+    for message in messages:
+        parts.append(f"\x1e{message.role.value}\x1f{message.content}")
+        for call in message.tool_calls:
+            parts.append(f"\x1d{call.name}\x1f{call.arguments}")
+    return "".join(parts)
+
+
+def block_hashes(text: str, block_bytes: int = BLOCK_BYTES) -> tuple[bytes, ...]:
+    """The chained hashes of each whole block of `text`."""
+    hashes = []
+    previous = b""
+    data = text.encode("utf-8", "surrogatepass")
+    for start in range(0, len(data) - block_bytes + 1, block_bytes):
+        previous = hashlib.blake2b(data[start:start + block_bytes], digest_size=8, key=previous).digest()
+        hashes.append(previous)
+    return tuple(hashes)
+
+
+def estimate_tokens(text: str) -> int:
+    return -(-len(text.encode("utf-8", "surrogatepass")) // BYTES_PER_TOKEN)
+
+
+class PrefixIndex:
+    """Per endpoint key ("backend/model"), an LRU of recently served block hashes."""
+
+    def __init__(self, blocks_per_endpoint: int = 65_536) -> None:
+        self._capacity = blocks_per_endpoint
+        self._blocks: dict[str, OrderedDict[bytes, None]] = {}
+
+    def match(self, key: str, hashes: Sequence[bytes]) -> int:
+        """How many leading blocks of `hashes` the endpoint `key` holds. A
+        chained hash stands for its whole prefix, and `record` keeps a
+        prompt's first blocks the most recently used (its tail is forgotten
+        first, as vLLM evicts), so presence is monotone along a prompt and a
+        binary search finds the match in O(log n) look-ups."""
+        held = self._blocks.get(key)
+        if not held:
+            return 0
+        low, high = 0, len(hashes)
+        while low < high:
+            middle = (low + high + 1) // 2
+            if hashes[middle - 1] in held:
+                low = middle
+            else:
+                high = middle - 1
+        return low
+
+    def record(self, key: str, hashes: Sequence[bytes]) -> None:
+        held = self._blocks.setdefault(key, OrderedDict())
+        for block in reversed(hashes):
+            held[block] = None
+            held.move_to_end(block)
+        while len(held) > self._capacity:
+            held.popitem(last=False)
+
+    def size(self, key: str) -> int:
+        return len(self._blocks.get(key, ()))

@@ -1,0 +1,358 @@
+"""Admission: which target an attempt runs on, and when (SPEC §4b).
+
+`Scheduler.admit` takes the targets a route's plan may try now and returns an
+Admission holding a slot (a Lease) on one of them:
+
+1. The best priority tier is the pool. When the route has `spill` and the
+   tier is saturated — utilisation at or above `spill.utilization`, or no free
+   slot and an expected wait above `spill.max_queue_wait` — the request goes
+   to the first later tier with a free slot ("spill").
+2. Unless requests already wait for those backends (first in, first out), it
+   takes a free slot: `adaptive` picks by estimated time to first token
+   (picker.py) and may choose to wait for a busy backend whose cached prefix
+   saves more than the wait costs; other strategies pick among free slots.
+3. Otherwise it waits in the route's queue: at most `queue.max_size` waiters,
+   at most `queue.max_wait`, never past the caller's deadline. A released
+   slot is handed to the oldest waiter that can use it. Cancelling frees the
+   place at once. Past `max_wait` the request spills to a later tier when
+   there is one, else fails with RESOURCE_EXHAUSTED and a RetryInfo.
+
+`release` ends an attempt; `first_token` and `completed` teach the per-backend
+rates and the prefix index. Targets with unlimited capacity always have a free
+slot, so routes without capacity behave as before.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Mapping, Sequence
+
+from gateway.errors import DeadlineExceeded, LimitExceeded
+from gateway.metrics import Metrics
+from gateway.routing.router import Route
+from gateway.routing.state import Target
+from gateway.scheduling.load import BackendLoad
+from gateway.scheduling.picker import Choice, Endpoint, adaptive, free_only
+from gateway.scheduling.prefix import BLOCK_TOKENS, PrefixIndex
+from gateway.scheduling.slots import Lease, MemorySlots, RedisSlots
+
+Slots = MemorySlots | RedisSlots
+SHARED_RETRY = 0.05  # seconds between tries for a slot another process may free
+
+
+@dataclass(frozen=True, slots=True)
+class Prompt:
+    """What the scheduler needs of a request's prompt."""
+
+    hashes: tuple[bytes, ...] = ()
+    tokens: int = 0
+
+
+@dataclass(slots=True)
+class Admission:
+    target: Target
+    lease: Lease
+    reason: str
+    queued: float
+    start: float
+    cached_blocks: int = 0
+    resident: bool | None = None
+
+
+@dataclass(eq=False, slots=True)
+class _Waiter:
+    route: str
+    targets: dict[str, Target]
+    preferred: str | None = None
+    patience_until: float = 0.0
+    granted: asyncio.Future[tuple[Target, Lease]] = field(
+        default_factory=lambda: asyncio.get_running_loop().create_future()
+    )
+
+    def accepts(self, backend: str, now: float) -> bool:
+        return backend in self.targets and (self.preferred in (None, backend) or now >= self.patience_until)
+
+
+def endpoint_key(target: Target) -> str:
+    return f"{target.backend}/{target.model}"
+
+
+class Scheduler:
+    def __init__(
+        self,
+        loads: Mapping[str, BackendLoad],
+        slots: Slots,
+        index: PrefixIndex,
+        metrics: Metrics,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.loads = loads
+        self.slots = slots
+        self.index = index
+        self._metrics = metrics
+        self._clock = clock
+        self._waiters: list[_Waiter] = []
+        self._turn = 0
+
+    def waiting(self, route: str | None = None) -> int:
+        return sum(1 for w in self._waiters if route is None or w.route == route)
+
+    def waiting_for(self, backend: str) -> int:
+        return sum(1 for w in self._waiters if backend in w.targets)
+
+    def limit(self, backend: str) -> int | None:
+        return self.slots.limit(self.loads[backend].capacity)
+
+    async def admit(
+        self, route: Route, pool: Sequence[Target], prompt: Prompt, deadline: float | None
+    ) -> Admission:
+        arrived = self._clock()
+        tiers = sorted({t.priority for t in pool})
+        first = [t for t in pool if t.priority == tiers[0]]
+        later = [[t for t in pool if t.priority == p] for p in tiers[1:]]
+        endpoints = self._endpoints(first, prompt, arrived)
+        if route.spill is not None and later and self._saturated(route, endpoints):
+            admission = await self._spill(route, later, prompt, arrived)
+            if admission is not None:
+                return admission
+        preferred: Choice | None = None
+        if not any(w.targets.keys() & {t.backend for t in first} for w in self._waiters):
+            admission, preferred = await self._take_free(route, endpoints, prompt, arrived)
+            if admission is not None:
+                return admission
+        return await self._queue(route, first, later, prompt, deadline, arrived, preferred)
+
+    async def release(self, admission: Admission, ok: bool) -> None:
+        """Ends the attempt: hands its slot to the oldest waiter that can use
+        it, or frees it."""
+        now = self._clock()
+        load = self.loads[admission.target.backend]
+        if ok:
+            load.learn_service(now - admission.start)
+        lease = admission.lease
+        for waiter in self._waiters:
+            if waiter.accepts(lease.backend, now) and not waiter.granted.done():
+                self._waiters.remove(waiter)
+                waiter.granted.set_result((waiter.targets[lease.backend], lease))
+                return
+        await self.slots.release(lease)
+
+    def first_token(self, admission: Admission, prompt: Prompt, seconds: float) -> None:
+        """Learns from the attempt's time to first token (from its start) and
+        remembers that the backend now holds the prompt."""
+        target = admission.target
+        uncached = max(0, prompt.tokens - admission.cached_blocks * BLOCK_TOKENS)
+        self.loads[target.backend].learn_first_token(target.model, seconds, uncached, admission.resident,
+                                                     self._clock())
+        self.index.record(endpoint_key(target), prompt.hashes)
+
+    def completed(self, admission: Admission, hashes: tuple[bytes, ...]) -> None:
+        """Remembers the prompt extended by the answer: the next turn starts with it."""
+        self.index.record(endpoint_key(admission.target), hashes)
+
+    async def pump(self) -> None:
+        """Gives free slots to waiters, oldest first: after capacity grew or a
+        backend returned."""
+        now = self._clock()
+        for waiter in list(self._waiters):
+            for backend, target in waiter.targets.items():
+                if waiter.granted.done() or not waiter.accepts(backend, now):
+                    continue
+                lease = await self.slots.acquire(backend, self.loads[backend].capacity)
+                if lease is not None:
+                    if waiter in self._waiters:
+                        self._waiters.remove(waiter)
+                    waiter.granted.set_result((target, lease))
+                    break
+
+    def _endpoints(self, targets: Sequence[Target], prompt: Prompt, now: float) -> list[Endpoint]:
+        endpoints = []
+        for target in targets:
+            load = self.loads[target.backend]
+            held = self.slots.held(target.backend)
+            limit = self.limit(target.backend)
+            wait = 0.0
+            if limit is not None and held >= limit:
+                wait = load.expected_wait(self._ahead(target.backend), limit)
+            endpoints.append(Endpoint(
+                target=target,
+                in_flight=held,
+                capacity=limit,
+                reported_busy=load.reported_busy(held, now),
+                resident=load.resident(target.model, now),
+                cached_blocks=self.index.match(endpoint_key(target), prompt.hashes) if prompt.hashes else 0,
+                wait=wait,
+                prefill_per_token=load.prefill_per_token or Endpoint.prefill_per_token,
+                load_time=load.load_time or Endpoint.load_time,
+            ))
+        return endpoints
+
+    def _ahead(self, backend: str) -> float:
+        """Waiters competing for `backend`'s next slot (those that could use
+        several backends count as a share)."""
+        ahead = 0.0
+        for waiter in self._waiters:
+            if waiter.preferred == backend:
+                ahead += 1
+            elif waiter.preferred is None and backend in waiter.targets:
+                ahead += 1 / len(waiter.targets)
+        return ahead
+
+    def _saturated(self, route: Route, endpoints: Sequence[Endpoint]) -> bool:
+        spill = route.spill
+        assert spill is not None
+        if any(e.capacity is None for e in endpoints):
+            return False
+        capacity = sum(e.capacity or 0 for e in endpoints)
+        in_flight = sum(e.in_flight for e in endpoints)
+        if spill.utilization is not None and in_flight >= spill.utilization * capacity:
+            return True
+        if free_only(endpoints):
+            return False
+        return min(e.wait for e in endpoints) > spill.max_queue_wait
+
+    async def _spill(
+        self, route: Route, tiers: Sequence[Sequence[Target]], prompt: Prompt, arrived: float
+    ) -> Admission | None:
+        for tier in tiers:
+            admission, _ = await self._take_free(route, self._endpoints(tier, prompt, arrived), prompt, arrived,
+                                                 reason="spill")
+            if admission is not None:
+                self._metrics.spills.labels(route.name).inc()
+                return admission
+        return None
+
+    async def _take_free(
+        self, route: Route, endpoints: Sequence[Endpoint], prompt: Prompt, arrived: float, reason: str = ""
+    ) -> tuple[Admission | None, Choice | None]:
+        """A slot on the best endpoint with one free; with `adaptive`, also
+        the busy endpoint worth waiting for when that is the best choice."""
+        candidates = list(endpoints)
+        while candidates:
+            if route.adaptive:
+                self._turn += 1
+                choice = adaptive(candidates, prompt.tokens, BLOCK_TOKENS, self._turn)
+                assert choice is not None
+                if not choice.endpoint.free:
+                    return None, choice
+                endpoint, why = choice.endpoint, choice.reason
+            else:
+                free = free_only(candidates)
+                target = route.strategy.pick([e.target for e in free])
+                if target is None:
+                    return None, None
+                endpoint, why = next(e for e in free if e.target == target), route.strategy_name
+            lease = await self.slots.acquire(endpoint.target.backend, self.loads[endpoint.target.backend].capacity)
+            if lease is not None:
+                return self._admitted(route, endpoint, lease, reason or why, arrived), None
+            candidates.remove(endpoint)
+        return None, None
+
+    def _admitted(self, route: Route, endpoint: Endpoint, lease: Lease, reason: str, arrived: float) -> Admission:
+        now = self._clock()
+        self._metrics.queue_wait.labels(route.name).observe(now - arrived)
+        if route.adaptive:
+            self._metrics.prefix_affinity.labels(route.name, "hit" if endpoint.cached_blocks else "miss").inc()
+        return Admission(endpoint.target, lease, reason, now - arrived, now, endpoint.cached_blocks, endpoint.resident)
+
+    async def _queue(
+        self, route: Route, first: Sequence[Target], later: Sequence[Sequence[Target]], prompt: Prompt,
+        deadline: float | None, arrived: float, preferred: Choice | None,
+    ) -> Admission:
+        queue = route.queue
+        if self.waiting(route.name) >= queue.max_size:
+            raise LimitExceeded(
+                f"route {route.name!r}: the queue is full ({queue.max_size} waiting for a free slot)",
+                retry_after=self._retry_after(first),
+            )
+        waiter = _Waiter(route.name, {t.backend: t for t in first})
+        if preferred is not None:
+            waiter.preferred = preferred.target.backend
+            waiter.patience_until = arrived + preferred.endpoint.wait
+        give_up = arrived + queue.max_wait
+        if deadline is not None:
+            give_up = min(give_up, deadline)
+        self._waiters.append(waiter)
+        depth = self._metrics.queue_depth.labels(route.name)
+        depth.inc()
+        try:
+            admission = await self._wait(route, waiter, prompt, give_up, arrived)
+        finally:
+            depth.dec()
+            if waiter in self._waiters:
+                self._waiters.remove(waiter)
+        if admission is not None:
+            return admission
+        if deadline is not None and self._clock() >= deadline:
+            raise DeadlineExceeded("the caller's deadline passed while the request waited for a free slot")
+        if later:
+            spilled = await self._spill(route, later, prompt, arrived)
+            if spilled is not None:
+                return spilled
+        raise LimitExceeded(
+            f"route {route.name!r}: no slot freed within {queue.max_wait:g}s "
+            f"({self.waiting(route.name)} still waiting)",
+            retry_after=self._retry_after(first),
+        )
+
+    async def _wait(
+        self, route: Route, waiter: _Waiter, prompt: Prompt, give_up: float, arrived: float
+    ) -> Admission | None:
+        try:
+            while True:
+                now = self._clock()
+                wake = give_up
+                if waiter.preferred is not None and waiter.patience_until > now:
+                    wake = min(wake, waiter.patience_until)
+                if isinstance(self.slots, RedisSlots):
+                    wake = min(wake, now + SHARED_RETRY)
+                if wake > now:
+                    await asyncio.wait({waiter.granted}, timeout=wake - now)
+                if waiter.granted.done():
+                    target, lease = waiter.granted.result()
+                    return self._granted(route, target, lease, prompt, arrived)
+                now = self._clock()
+                if waiter.preferred is not None and now >= waiter.patience_until:
+                    waiter.preferred = None
+                if self._first_for_any(waiter):
+                    free = [t for b, t in waiter.targets.items() if waiter.accepts(b, now)]
+                    admission, _ = await self._take_free(route, self._endpoints(free, prompt, now), prompt, arrived)
+                    if admission is not None:
+                        return admission
+                if now >= give_up:
+                    return None
+        except BaseException:
+            if waiter.granted.done() and not waiter.granted.cancelled():
+                _, lease = waiter.granted.result()
+                waiter.granted = asyncio.get_running_loop().create_future()
+                with contextlib.suppress(Exception):
+                    await self.release(Admission(lease_target(waiter, lease), lease, "", 0.0, self._clock()), False)
+            raise
+
+    def _first_for_any(self, waiter: _Waiter) -> bool:
+        """True when no older waiter wants any of this waiter's backends."""
+        for other in self._waiters:
+            if other is waiter:
+                return True
+            if other.targets.keys() & waiter.targets.keys():
+                return False
+        return True
+
+    def _granted(self, route: Route, target: Target, lease: Lease, prompt: Prompt, arrived: float) -> Admission:
+        endpoint = self._endpoints([target], prompt, self._clock())[0]
+        return self._admitted(route, endpoint, lease, "queue", arrived)
+
+    def _retry_after(self, targets: Sequence[Target]) -> float:
+        waits = []
+        for target in targets:
+            limit = self.limit(target.backend)
+            if limit:
+                waits.append(self.loads[target.backend].expected_wait(self._ahead(target.backend), limit))
+        return max(0.1, min(waits, default=1.0))
+
+
+def lease_target(waiter: _Waiter, lease: Lease) -> Target:
+    return waiter.targets[lease.backend]

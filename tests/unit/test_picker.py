@@ -1,0 +1,61 @@
+"""The adaptive choice as a pure function over endpoint snapshots."""
+
+from gateway.routing.state import Target
+from gateway.scheduling.picker import Endpoint, adaptive, free_only
+
+A, B, C = Target("a", "m"), Target("b", "m"), Target("c", "m", weight=2)
+PROMPT, BLOCK = 2000, 64  # tokens
+
+
+def test_nothing_to_choose_from_is_none():
+    assert adaptive([], PROMPT, BLOCK) is None
+
+
+def test_a_resident_model_wins_over_a_cold_load():
+    choice = adaptive([Endpoint(A, resident=False), Endpoint(B, resident=True, in_flight=3)], PROMPT, BLOCK)
+    assert (choice.target, choice.reason) == (B, "residency")
+
+
+def test_unknown_residency_is_preferred_to_a_known_cold_load():
+    assert adaptive([Endpoint(A, resident=False), Endpoint(B)], PROMPT, BLOCK).target == B
+
+
+def test_the_longest_cached_prefix_wins_among_free_targets():
+    choice = adaptive([Endpoint(A, cached_blocks=5), Endpoint(B, cached_blocks=20), Endpoint(C)], PROMPT, BLOCK)
+    assert (choice.target, choice.reason) == (B, "prefix")
+
+
+def test_cache_affinity_holds_while_the_wait_costs_less_than_the_prefill_saved():
+    # 20 cached blocks = 1,280 tokens at 10 ms/token: 12.8 s saved; a 2 s wait is worth it.
+    cached = Endpoint(A, in_flight=2, capacity=2, cached_blocks=20, wait=2.0, prefill_per_token=0.01)
+    idle = Endpoint(B, capacity=2, prefill_per_token=0.01)
+    choice = adaptive([cached, idle], PROMPT, BLOCK)
+    assert (choice.target, choice.reason, choice.endpoint.free) == (A, "prefix", False)
+
+
+def test_cache_affinity_yields_when_the_wait_costs_more_than_the_prefill_saved():
+    # On a fast engine (0.1 ms/token) the same prefix saves 0.13 s: not worth a 2 s wait.
+    cached = Endpoint(A, in_flight=2, capacity=2, cached_blocks=20, wait=2.0, prefill_per_token=0.0001)
+    idle = Endpoint(B, capacity=2, prefill_per_token=0.0001)
+    choice = adaptive([cached, idle], PROMPT, BLOCK)
+    assert (choice.target, choice.reason) == (B, "load")
+
+
+def test_equal_costs_go_to_the_least_load_relative_to_weight():
+    # c has weight 2: 3 running / 2 = 1.5 < a's 2 / 1.
+    assert adaptive([Endpoint(A, in_flight=2), Endpoint(C, in_flight=3)], PROMPT, BLOCK).target == C
+
+
+def test_a_servers_own_larger_count_is_its_load():
+    busy_elsewhere = Endpoint(A, in_flight=0, reported_busy=6)
+    assert adaptive([busy_elsewhere, Endpoint(B, in_flight=1)], PROMPT, BLOCK).target == B
+
+
+def test_exact_ties_rotate():
+    endpoints = [Endpoint(A), Endpoint(B)]
+    assert {adaptive(endpoints, PROMPT, BLOCK, turn).target for turn in range(4)} == {A, B}
+
+
+def test_free_only_keeps_endpoints_below_capacity():
+    endpoints = [Endpoint(A, in_flight=2, capacity=2), Endpoint(B, in_flight=1, capacity=2), Endpoint(C, in_flight=9)]
+    assert [e.target for e in free_only(endpoints)] == [B, C]
