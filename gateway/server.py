@@ -39,6 +39,7 @@ from gateway.scheduling.load import BackendLoad
 from gateway.scheduling.poller import LoadPoller
 from gateway.scheduling.prefix import PrefixIndex
 from gateway.scheduling.scheduler import Scheduler
+from gateway.scheduling.shared import RedisPrefixIndex
 from gateway.scheduling.slots import MemorySlots, RedisSlots
 from gateway.services.embed import EmbeddingServicer
 from gateway.services.generate import GenerateServicer
@@ -157,7 +158,11 @@ class Gateway:
             RedisSlots(scheduling.redis_url, scheduling.lease_ttl) if scheduling.store == "redis"
             else MemorySlots(config.workers)
         )
-        self.scheduler = Scheduler(self.loads, slots, PrefixIndex(scheduling.prefix_blocks), self.metrics)
+        index = (
+            RedisPrefixIndex(scheduling.redis_url, scheduling.prefix_blocks) if scheduling.store == "redis"
+            else PrefixIndex(scheduling.prefix_blocks)
+        )
+        self.scheduler = Scheduler(self.loads, slots, index, self.metrics)
         self.poller = LoadPoller(
             config.backends, self.loads, slots.held, self.metrics, scheduling.poll_interval, self.scheduler.pump
         )
@@ -253,7 +258,7 @@ class Gateway:
             self._health_checks.cancel()
         await self.server.stop(self.config.shutdown_grace if grace is None else grace)
         await self.poller.aclose()
-        await self.scheduler.slots.close()
+        await self.scheduler.close()
         await asyncio.gather(*(adapter.aclose() for adapter in self.adapters.values()))
         if self.store is not None:
             await self.store.close()

@@ -247,7 +247,7 @@ class _Fake:
         self.requests: list[RecordedRequest] = []
         self.polls: list[RecordedRequest] = []
         self.active = self.peak = 0
-        self.connections = 0  # accepted so far; keep-alive tests compare it
+        self.connections = 0  # that carried an API request so far (not monitoring); keep-alive tests compare it
         self.disconnected, self.disconnect_time = asyncio.Event(), None
         self.hung, self.release = asyncio.Event(), asyncio.Event()
         self.port = 0
@@ -286,7 +286,6 @@ class _Fake:
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter):
         self._tasks.add(task := asyncio.current_task())
-        self.connections += 1
         conn, queue = _Conn(writer), asyncio.Queue()
         reading = asyncio.create_task(self._read_loop(reader, conn, queue))
         try:
@@ -305,10 +304,14 @@ class _Fake:
             self._tasks.discard(task)
 
     async def _read_loop(self, reader: asyncio.StreamReader, conn: _Conn, queue: asyncio.Queue):
+        counted = False
         try:
             while (request := await _read_request(reader)) is not None:
+                monitoring = request.path in MONITORING
+                if not (monitoring or counted):
+                    self.connections, counted = self.connections + 1, True
                 async with self._arrived:
-                    (self.polls if request.path in MONITORING else self.requests).append(request)
+                    (self.polls if monitoring else self.requests).append(request)
                     self._arrived.notify_all()
                 queue.put_nowait(request)
         except (ConnectionError, EOFError, ValueError):

@@ -39,6 +39,7 @@ class BackendLoad:
         self.prefill_per_token: float | None = None
         self.load_time: float | None = None
         self._served: dict[str, float] = {}
+        self._running: dict[str, float] = {}
 
     @property
     def capacity(self) -> int | None:
@@ -80,12 +81,23 @@ class BackendLoad:
         names.update(m for m, t in self._served.items() if now - t < RESIDENT_FOR and t >= self.report_time)
         return sorted(names)
 
-    def expected_wait(self, waiting_ahead: float, capacity: int) -> float:
+    def begin(self, lease: str, now: float) -> None:
+        self._running[lease] = now
+
+    def end(self, lease: str) -> None:
+        self._running.pop(lease, None)
+
+    def expected_wait(self, waiting_ahead: float, capacity: int, now: float) -> float:
         """Seconds until a slot frees for a request with `waiting_ahead`
-        requests before it: half a service time for the first, then one
-        service time per `capacity` requests."""
+        requests before it. A running request is expected to last the mean
+        service time, and once it has run longer, as long again as it has
+        run so far (generation lengths are heavy-tailed), so the wait for a
+        backend busy with a long answer grows until other choices win."""
         service = self.service_time if self.service_time is not None else 1.0
-        return service * (waiting_ahead + 0.5) / capacity
+        remaining = sorted(max(service - (now - start), now - start) for start in self._running.values())
+        slots = sorted([0.0] * max(0, capacity - len(remaining)) + remaining)[:capacity]
+        k = int(waiting_ahead)
+        return slots[k % capacity] + (k // capacity) * service
 
     def learn_first_token(self, model: str, seconds: float, uncached_tokens: int, was_resident: bool | None,
                           now: float) -> None:

@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from typing import Sequence
 
 from gateway.routing.state import Target
+from gateway.scheduling.load import DEFAULT_LOAD_TIME, DEFAULT_PREFILL_PER_TOKEN
 
 COST_QUANTUM = 0.005
 
@@ -41,8 +42,8 @@ class Endpoint:
     resident: bool | None = None
     cached_blocks: int = 0
     wait: float = 0.0
-    prefill_per_token: float = 0.001
-    load_time: float = 10.0
+    prefill_per_token: float = DEFAULT_PREFILL_PER_TOKEN
+    load_time: float = DEFAULT_LOAD_TIME
 
     @property
     def free(self) -> bool:

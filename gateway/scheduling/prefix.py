@@ -87,5 +87,15 @@ class PrefixIndex:
         while len(held) > self._capacity:
             held.popitem(last=False)
 
+    async def lookup(self, keys: Sequence[str], hashes: Sequence[bytes]) -> list[int]:
+        """`match` for several endpoints at once (the interface RedisPrefixIndex shares)."""
+        return [self.match(key, hashes) for key in keys]
+
+    async def remember(self, key: str, hashes: Sequence[bytes]) -> None:
+        self.record(key, hashes)
+
+    async def close(self) -> None:
+        pass
+
     def size(self, key: str) -> int:
         return len(self._blocks.get(key, ()))

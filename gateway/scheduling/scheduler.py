@@ -34,13 +34,16 @@ from gateway.errors import DeadlineExceeded, LimitExceeded
 from gateway.metrics import Metrics
 from gateway.routing.router import Route
 from gateway.routing.state import Target
-from gateway.scheduling.load import BackendLoad
+from gateway.scheduling.load import DEFAULT_LOAD_TIME, DEFAULT_PREFILL_PER_TOKEN, BackendLoad
 from gateway.scheduling.picker import Choice, Endpoint, adaptive, free_only
 from gateway.scheduling.prefix import BLOCK_TOKENS, PrefixIndex
+from gateway.scheduling.shared import RedisPrefixIndex
 from gateway.scheduling.slots import Lease, MemorySlots, RedisSlots
 
 Slots = MemorySlots | RedisSlots
+Index = PrefixIndex | RedisPrefixIndex
 SHARED_RETRY = 0.05  # seconds between tries for a slot another process may free
+MIN_PATIENCE = 0.01  # seconds before an adaptive waiter weighs its choice again
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,7 +88,7 @@ class Scheduler:
         self,
         loads: Mapping[str, BackendLoad],
         slots: Slots,
-        index: PrefixIndex,
+        index: Index,
         metrics: Metrics,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
@@ -96,6 +99,7 @@ class Scheduler:
         self._clock = clock
         self._waiters: list[_Waiter] = []
         self._turn = 0
+        self._recording: set[asyncio.Task[None]] = set()
 
     def waiting(self, route: str | None = None) -> int:
         return sum(1 for w in self._waiters if route is None or w.route == route)
@@ -113,7 +117,7 @@ class Scheduler:
         tiers = sorted({t.priority for t in pool})
         first = [t for t in pool if t.priority == tiers[0]]
         later = [[t for t in pool if t.priority == p] for p in tiers[1:]]
-        endpoints = self._endpoints(first, prompt, arrived)
+        endpoints = await self._endpoints(first, prompt, arrived)
         if route.spill is not None and later and self._saturated(route, endpoints):
             admission = await self._spill(route, later, prompt, arrived)
             if admission is not None:
@@ -133,6 +137,7 @@ class Scheduler:
         if ok:
             load.learn_service(now - admission.start)
         lease = admission.lease
+        load.end(lease.id)
         for waiter in self._waiters:
             if waiter.accepts(lease.backend, now) and not waiter.granted.done():
                 self._waiters.remove(waiter)
@@ -147,11 +152,24 @@ class Scheduler:
         uncached = max(0, prompt.tokens - admission.cached_blocks * BLOCK_TOKENS)
         self.loads[target.backend].learn_first_token(target.model, seconds, uncached, admission.resident,
                                                      self._clock())
-        self.index.record(endpoint_key(target), prompt.hashes)
+        self._remember(endpoint_key(target), prompt.hashes)
 
     def completed(self, admission: Admission, hashes: tuple[bytes, ...]) -> None:
         """Remembers the prompt extended by the answer: the next turn starts with it."""
-        self.index.record(endpoint_key(admission.target), hashes)
+        self._remember(endpoint_key(admission.target), hashes)
+
+    def _remember(self, key: str, hashes: tuple[bytes, ...]) -> None:
+        """Records in the background: a shared index costs the stream no round trip."""
+        if not hashes:
+            return
+        task = asyncio.create_task(self.index.remember(key, hashes))
+        self._recording.add(task)
+        task.add_done_callback(self._recording.discard)
+
+    async def close(self) -> None:
+        await asyncio.gather(*self._recording, return_exceptions=True)
+        await self.index.close()
+        await self.slots.close()
 
     async def pump(self) -> None:
         """Gives free slots to waiters, oldest first: after capacity grew or a
@@ -168,25 +186,28 @@ class Scheduler:
                     waiter.granted.set_result((target, lease))
                     break
 
-    def _endpoints(self, targets: Sequence[Target], prompt: Prompt, now: float) -> list[Endpoint]:
+    async def _endpoints(self, targets: Sequence[Target], prompt: Prompt, now: float) -> list[Endpoint]:
+        cached = [0] * len(targets)
+        if prompt.hashes:
+            cached = await self.index.lookup([endpoint_key(t) for t in targets], prompt.hashes)
         endpoints = []
-        for target in targets:
+        for target, cached_blocks in zip(targets, cached, strict=True):
             load = self.loads[target.backend]
             held = self.slots.held(target.backend)
             limit = self.limit(target.backend)
             wait = 0.0
             if limit is not None and held >= limit:
-                wait = load.expected_wait(self._ahead(target.backend), limit)
+                wait = load.expected_wait(self._ahead(target.backend), limit, now)
             endpoints.append(Endpoint(
                 target=target,
                 in_flight=held,
                 capacity=limit,
                 reported_busy=load.reported_busy(held, now),
                 resident=load.resident(target.model, now),
-                cached_blocks=self.index.match(endpoint_key(target), prompt.hashes) if prompt.hashes else 0,
+                cached_blocks=cached_blocks,
                 wait=wait,
-                prefill_per_token=load.prefill_per_token or Endpoint.prefill_per_token,
-                load_time=load.load_time or Endpoint.load_time,
+                prefill_per_token=load.prefill_per_token or DEFAULT_PREFILL_PER_TOKEN,
+                load_time=load.load_time or DEFAULT_LOAD_TIME,
             ))
         return endpoints
 
@@ -218,8 +239,8 @@ class Scheduler:
         self, route: Route, tiers: Sequence[Sequence[Target]], prompt: Prompt, arrived: float
     ) -> Admission | None:
         for tier in tiers:
-            admission, _ = await self._take_free(route, self._endpoints(tier, prompt, arrived), prompt, arrived,
-                                                 reason="spill")
+            endpoints = await self._endpoints(tier, prompt, arrived)
+            admission, _ = await self._take_free(route, endpoints, prompt, arrived, reason="spill")
             if admission is not None:
                 self._metrics.spills.labels(route.name).inc()
                 return admission
@@ -253,6 +274,7 @@ class Scheduler:
 
     def _admitted(self, route: Route, endpoint: Endpoint, lease: Lease, reason: str, arrived: float) -> Admission:
         now = self._clock()
+        self.loads[lease.backend].begin(lease.id, now)
         self._metrics.queue_wait.labels(route.name).observe(now - arrived)
         if route.adaptive:
             self._metrics.prefix_affinity.labels(route.name, "hit" if endpoint.cached_blocks else "miss").inc()
@@ -313,13 +335,10 @@ class Scheduler:
                     await asyncio.wait({waiter.granted}, timeout=wake - now)
                 if waiter.granted.done():
                     target, lease = waiter.granted.result()
-                    return self._granted(route, target, lease, prompt, arrived)
+                    return await self._granted(route, target, lease, prompt, arrived)
                 now = self._clock()
-                if waiter.preferred is not None and now >= waiter.patience_until:
-                    waiter.preferred = None
-                if self._first_for_any(waiter):
-                    free = [t for b, t in waiter.targets.items() if waiter.accepts(b, now)]
-                    admission, _ = await self._take_free(route, self._endpoints(free, prompt, now), prompt, arrived)
+                if self._first_for_any(waiter) and now >= waiter.patience_until:
+                    admission = await self._reconsider(route, waiter, prompt, arrived, now)
                     if admission is not None:
                         return admission
                 if now >= give_up:
@@ -332,6 +351,24 @@ class Scheduler:
                     await self.release(Admission(lease_target(waiter, lease), lease, "", 0.0, self._clock()), False)
             raise
 
+    async def _reconsider(
+        self, route: Route, waiter: _Waiter, prompt: Prompt, arrived: float, now: float
+    ) -> Admission | None:
+        """Takes a free slot the waiter can use (another process may have
+        freed one, or its patience ran out); with `adaptive`, chooses again
+        between the busy backend it waits for and the free ones, with the
+        wait estimated anew."""
+        endpoints = await self._endpoints(list(waiter.targets.values()), prompt, now)
+        if route.adaptive:
+            choice = adaptive(endpoints, prompt.tokens, BLOCK_TOKENS)
+            if choice is not None and not choice.endpoint.free:
+                waiter.preferred = choice.target.backend
+                waiter.patience_until = now + max(choice.endpoint.wait, MIN_PATIENCE)
+                return None
+        waiter.preferred = None
+        admission, _ = await self._take_free(route, free_only(endpoints), prompt, arrived)
+        return admission
+
     def _first_for_any(self, waiter: _Waiter) -> bool:
         """True when no older waiter wants any of this waiter's backends."""
         for other in self._waiters:
@@ -341,16 +378,19 @@ class Scheduler:
                 return False
         return True
 
-    def _granted(self, route: Route, target: Target, lease: Lease, prompt: Prompt, arrived: float) -> Admission:
-        endpoint = self._endpoints([target], prompt, self._clock())[0]
+    async def _granted(
+        self, route: Route, target: Target, lease: Lease, prompt: Prompt, arrived: float
+    ) -> Admission:
+        endpoint = (await self._endpoints([target], prompt, self._clock()))[0]
         return self._admitted(route, endpoint, lease, "queue", arrived)
 
     def _retry_after(self, targets: Sequence[Target]) -> float:
+        now = self._clock()
         waits = []
         for target in targets:
             limit = self.limit(target.backend)
             if limit:
-                waits.append(self.loads[target.backend].expected_wait(self._ahead(target.backend), limit))
+                waits.append(self.loads[target.backend].expected_wait(self._ahead(target.backend), limit, now))
         return max(0.1, min(waits, default=1.0))
 
 

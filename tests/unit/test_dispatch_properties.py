@@ -1,5 +1,6 @@
 """In-flight accounting is exact whatever happens: every attempt that starts
-is released once, on success, on every kind of upstream failure, and when the
+is released once (its in-flight count and its scheduler slot, on backends with
+a capacity of 1), on success, on every kind of upstream failure, and when the
 caller stops reading early. Real dispatcher and Ollama adapters; the upstream
 is httpx.MockTransport."""
 
@@ -23,6 +24,10 @@ from gateway.metrics import Metrics
 from gateway.routing.router import Router
 from gateway.routing.state import BackendState, OutlierPolicy
 from gateway.routing.strategies import LeastUsed
+from gateway.scheduling.load import BackendLoad
+from gateway.scheduling.prefix import PrefixIndex
+from gateway.scheduling.scheduler import Scheduler
+from gateway.scheduling.slots import MemorySlots
 
 OUTCOMES = ["ok", "http500", "http400", "midstream", "truncate", "connect"]
 
@@ -66,7 +71,8 @@ async def _run(outcomes: list[str], plans: list[tuple[bool, int]]) -> None:
     registry = CollectorRegistry()
     metrics = Metrics(registry, "test")
     metrics.declare_backends(list(names))
-    dispatcher = Dispatcher(router, states, adapters, metrics, rng=random.Random(0))
+    scheduler = Scheduler({n: BackendLoad(n, 1) for n in names}, MemorySlots(), PrefixIndex(), metrics)
+    dispatcher = Dispatcher(router, states, adapters, metrics, scheduler, rng=random.Random(0))
     for stop_early, attempts in plans:
         generation = Generation("id", f"r{attempts}", (Message(Role.USER, "hi"),))
         with contextlib.suppress(TurnoutError):
@@ -75,6 +81,7 @@ async def _run(outcomes: list[str], plans: list[tuple[bool, int]]) -> None:
                     if stop_early and isinstance(event, Delta):
                         break
     assert {n: s.in_flight for n, s in states.items()} == {"a": 0, "b": 0}
+    assert [scheduler.slots.held(n) for n in names] == [0, 0] and scheduler.waiting() == 0
     assert [registry.get_sample_value("turnout_in_flight_requests", {"backend": n}) for n in names] == [0, 0]
     assert sum(s.requests_total for s in states.values()) == sent
 

@@ -35,9 +35,10 @@ def make(capacity: dict[str, int | None], workers: int = 1) -> tuple[Scheduler, 
     return Scheduler(loads, MemorySlots(workers), PrefixIndex(), metrics, clock), registry, clock
 
 
-def route(*targets: Target, strategy: str = "weighted_round_robin", queue: QueueConfig = QueueConfig(),
+def route(*targets: Target, strategy: str = "weighted_round_robin", queue: QueueConfig | None = None,
           spill: SpillConfig | None = None) -> Route:
-    return Route("chat", targets, SmoothWeightedRoundRobin(), strategy_name=strategy, queue=queue, spill=spill)
+    return Route("chat", targets, SmoothWeightedRoundRobin(), strategy_name=strategy, queue=queue or QueueConfig(),
+                 spill=spill)
 
 
 async def queued(scheduler: Scheduler, n: int) -> None:

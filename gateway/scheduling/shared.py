@@ -1,0 +1,73 @@
+"""The prefix index shared through Redis (`scheduler.store: redis`), so every
+worker and replica knows which backend holds which prompt prefix.
+
+One sorted set per endpoint (backend/model): members are block hashes, scores
+the time they were last served, with a prompt's first blocks scored highest
+so they are forgotten last (as PrefixIndex does). A lookup for all candidate
+endpoints is one pipelined round trip of ZMSCORE; recording is ZADD then a
+trim to `blocks_per_endpoint`. Redis trouble never fails a request: a lookup
+then finds nothing and a record is dropped (logged once).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Sequence
+
+import redis.asyncio as aioredis
+import redis.exceptions
+
+log = logging.getLogger("turnout")
+KEEP_FOR_MS = 86_400_000
+
+
+class RedisPrefixIndex:
+    def __init__(self, url: str, blocks_per_endpoint: int = 65_536, prefix: str = "turnout:prefix:") -> None:
+        self._redis = aioredis.Redis.from_url(url)
+        self._capacity = blocks_per_endpoint
+        self._prefix = prefix
+        self._warned = False
+
+    async def lookup(self, keys: Sequence[str], hashes: Sequence[bytes]) -> list[int]:
+        if not hashes:
+            return [0] * len(keys)
+        try:
+            async with self._redis.pipeline(transaction=False) as pipe:
+                for key in keys:
+                    pipe.zmscore(self._prefix + key, list(hashes))
+                scores = await pipe.execute()
+        except redis.exceptions.RedisError as exc:
+            self._fail(exc)
+            return [0] * len(keys)
+        counts = []
+        for found in scores:
+            count = 0
+            for score in found:
+                if score is None:
+                    break
+                count += 1
+            counts.append(count)
+        return counts
+
+    async def remember(self, key: str, hashes: Sequence[bytes]) -> None:
+        if not hashes:
+            return
+        now = time.time() * 1000
+        name = self._prefix + key
+        try:
+            async with self._redis.pipeline(transaction=False) as pipe:
+                pipe.zadd(name, {block: now + (len(hashes) - i) / 1000 for i, block in enumerate(hashes)})
+                pipe.zremrangebyrank(name, 0, -self._capacity - 1)
+                pipe.pexpire(name, KEEP_FOR_MS)
+                await pipe.execute()
+        except redis.exceptions.RedisError as exc:
+            self._fail(exc)
+
+    def _fail(self, exc: Exception) -> None:
+        if not self._warned:
+            log.warning("prefix index (redis) unreachable, scheduling without it: %s", type(exc).__name__)
+            self._warned = True
+
+    async def close(self) -> None:
+        await self._redis.aclose(close_connection_pool=True)
