@@ -1,4 +1,4 @@
-"""`turnout serve | check-config | chat | models | backends`."""
+"""`turnout serve | check-config | chat | embed | models | backends`."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import sys
 
 import grpc
 
-from gateway import __version__, config as config_module, logs
+from gateway import __version__, cli_controls, config as config_module, logs
 from turnout.v1 import common_pb2, generate_pb2, generate_pb2_grpc, model_pb2, model_pb2_grpc
 
 DEFAULT_GATEWAY = "127.0.0.1:50051"
@@ -69,7 +69,9 @@ async def _chat(args: argparse.Namespace) -> int:
         messages.append(generate_pb2.Message(role=common_pb2.ROLE_SYSTEM, content=args.system))
     prompt = " ".join(args.prompt) if args.prompt else sys.stdin.read()
     messages.append(generate_pb2.Message(role=common_pb2.ROLE_USER, content=prompt))
-    request = generate_pb2.GenerateRequest(model=args.model, messages=messages, task=args.task)
+    request = generate_pb2.GenerateRequest(
+        model=args.model, messages=messages, task=args.task, **cli_controls.generation_fields(args)
+    )
     async with _channel(args) as channel:
         stub = generate_pb2_grpc.GenerateServiceStub(channel)
         async for response in stub.Generate(request, timeout=args.timeout, metadata=_metadata(args)):
@@ -93,6 +95,11 @@ async def _chat(args: argparse.Namespace) -> int:
                           f"tokens {usage.prompt_tokens if usage.HasField('prompt_tokens') else '?'}"
                           f"+{usage.completion_tokens if usage.HasField('completion_tokens') else '?'}]", file=sys.stderr)
     return 0
+
+
+async def _embed(args: argparse.Namespace) -> int:
+    async with _channel(args) as channel:
+        return await cli_controls.embed(args, channel, _metadata(args))
 
 
 async def _models(args: argparse.Namespace) -> int:
@@ -148,13 +155,18 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--task", default="", help="task label for routing rules")
     p.add_argument("--timeout", type=float, default=300.0, help="deadline in seconds")
     p.add_argument("--verbose", "-v", action="store_true", help="show route, backend, reasoning and timings on stderr")
+    cli_controls.add_generation_flags(p)
     p.set_defaults(run=lambda a: asyncio.run(_chat(a)))
+
+    p = sub.add_parser("embed", help="embed texts and print each vector's dimensions and first values")
+    cli_controls.add_embed_flags(p)
+    p.set_defaults(run=lambda a: asyncio.run(_embed(a)))
 
     for name, func, text in (("models", _models, "list reachable models"), ("backends", _backends, "list backends")):
         p = sub.add_parser(name, help=text)
         p.set_defaults(run=lambda a, f=func: asyncio.run(f(a)))
     for p in sub.choices.values():
-        if p.prog.split()[-1] in ("chat", "models", "backends"):
+        if p.prog.split()[-1] in ("chat", "embed", "models", "backends"):
             p.add_argument("--gateway", "-g", default=gateway, help=f"gateway address (default {gateway})")
             p.add_argument("--api-key", default=os.environ.get("TURNOUT_API_KEY", ""),
                            help="API key, sent as `authorization: Bearer` (default: $TURNOUT_API_KEY)")

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from tests.e2e.conftest import SECRET, TURNOUT, spawn
-from tests.fakes import Gate
+from tests.fakes import Gate, Reply, embedding_vector
 
 
 async def run(*args: str, env: dict[str, str] | None = None) -> tuple[int, str, str]:
@@ -99,3 +99,39 @@ def test_example_config_is_valid():
 
     loaded = config.load(Path(__file__).parents[2] / "turnout.example.yaml", env={"CLOUD_KEY": "x"})
     assert loaded.routes and loaded.backends
+
+
+async def test_chat_flags_ask_for_json_reasoning_and_backend_options(served, ollama, tmp_path):
+    _, address = served
+    schema = tmp_path / "schema.json"
+    schema.write_text('{"type": "object", "properties": {"answer": {"type": "string"}}}')
+    ollama.script(Reply('{"answer": "hi"}'), Reply("{}"))
+    code, out, _ = await run("chat", "--gateway", address, "--schema", f"@{schema}", "--think", "off",
+                             "--options", '{"num_ctx": 8192}', "hi")
+    assert (code, out) == (0, '{"answer": "hi"}\n')
+    body = ollama.requests[-1].json
+    assert (body["format"], body["think"], body["options"]) == (
+        {"type": "object", "properties": {"answer": {"type": "string"}}}, False, {"num_ctx": 8192})
+    code, out, _ = await run("chat", "--gateway", address, "--json", "--think", "high", "hi")
+    assert (code, ollama.requests[-1].json["format"], ollama.requests[-1].json["think"]) == (0, "json", "high")
+
+
+async def test_embed_prints_dimensions_and_first_values(served, ollama):
+    _, address = served
+    code, out, err = await run("embed", "--gateway", address, "--model", "llama3.2:1b", "--dimensions", "8",
+                               "hello", "world")
+    first, second = embedding_vector("hello", 8), embedding_vector("world", 8)
+    assert (code, err) == (0, "")
+    assert out.splitlines() == [
+        "llama3.2:1b -> local/llama3.2:1b, attempt 1, 2 tokens",
+        "[0] 8 dimensions: [" + ", ".join(f"{v:.4f}" for v in first[:5]) + ", ...]",
+        "[1] 8 dimensions: [" + ", ".join(f"{v:.4f}" for v in second[:5]) + ", ...]",
+    ]
+    assert ollama.requests[-1].json == {"model": "llama3.2:1b", "input": ["hello", "world"], "dimensions": 8}
+
+
+async def test_chat_reports_bad_backend_options_plainly(served):
+    _, address = served
+    code, out, err = await run("chat", "--gateway", address, "--options", "num_ctx=1", "hi")
+    assert code == 1 and out == ""
+    assert err.startswith("error: INVALID_ARGUMENT: backend_options: is not valid JSON")
