@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Mapping
 
 from gateway.config.build import build
+from gateway.config.ollama_host import ollama_base_url
 from gateway.config.reader import ConfigError, read
 from gateway.config.types import (
     AFFINITIES,
@@ -70,13 +71,11 @@ def parse(text: str, env: Mapping[str, str]) -> Config:
 
 
 def embedded_default(env: Mapping[str, str]) -> Config:
-    """Ollama at $OLLAMA_HOST (default 127.0.0.1:11434) with its models
+    """Ollama at $OLLAMA_HOST (read as Ollama reads it; default 127.0.0.1:11434) with its models
     discovered, plus an OpenAI-compatible fallback in priority tier 1 when
     OPENAI_BASE_URL or OPENAI_API_KEY is set."""
-    host = env.get("OLLAMA_HOST", "").strip() or "127.0.0.1:11434"
-    if "://" not in host:
-        host = "http://" + host
-    backends = [BackendConfig(name="ollama", kind=BackendKind.OLLAMA, url=host.rstrip("/"))]
+    host = ollama_base_url(env.get("OLLAMA_HOST", ""))
+    backends = [BackendConfig(name="ollama", kind=BackendKind.OLLAMA, url=host)]
     if env.get("OPENAI_BASE_URL") or env.get("OPENAI_API_KEY"):
         backends.append(
             BackendConfig(
