@@ -44,6 +44,7 @@ from gateway.scheduling.slots import MemorySlots, RedisSlots
 from gateway.services.embed import EmbeddingServicer
 from gateway.services.generate import GenerateServicer
 from gateway.services.model import ModelServicer
+from gateway.services.routes import describe_routes
 from gateway.services.session import SessionServicer
 from gateway.sessions.conversation import Conversations
 from gateway.sessions.memory import MemoryStore
@@ -205,7 +206,8 @@ class Gateway:
         )
         model_pb2_grpc.add_ModelServiceServicer_to_server(
             ModelServicer(
-                self.config.backends, self.states, self.adapters, self.catalog, self.refresh, self.scheduler
+                self.config.backends, self.states, self.adapters, self.catalog, self.refresh, self.scheduler,
+                routes=describe_routes(self.config),
             ),
             self.server,
         )

@@ -37,8 +37,10 @@ class ModelServicer(model_pb2_grpc.ModelServiceServicer):
         refresh: Callable[[str], Awaitable[None]],
         scheduler: Scheduler,
         clock: Callable[[], float] = time.monotonic,
+        routes: model_pb2.ListRoutesResponse | None = None,
     ) -> None:
         self._scheduler = scheduler
+        self._routes = routes or model_pb2.ListRoutesResponse()
         self._clock = clock
         self._backends = tuple(backends)
         self._states = states
@@ -101,6 +103,10 @@ class ModelServicer(model_pb2_grpc.ModelServiceServicer):
         if report is not None and report.waiting is not None:
             backend.reported_waiting = report.waiting
         backend.loaded_models.extend(load.loaded(now))
+
+    @unary
+    async def ListRoutes(self, request, context) -> model_pb2.ListRoutesResponse:
+        return self._routes
 
     def _adapter(self, backend: str, model: str) -> Adapter:
         if not backend:

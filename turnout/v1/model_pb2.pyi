@@ -136,3 +136,51 @@ class DeleteModelRequest(_message.Message):
 class DeleteModelResponse(_message.Message):
     __slots__ = ()
     def __init__(self) -> None: ...
+
+class RouteTarget(_message.Message):
+    __slots__ = ("backend", "model", "weight", "priority")
+    BACKEND_FIELD_NUMBER: _ClassVar[int]
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    WEIGHT_FIELD_NUMBER: _ClassVar[int]
+    PRIORITY_FIELD_NUMBER: _ClassVar[int]
+    backend: str
+    model: str
+    weight: int
+    priority: int
+    def __init__(self, backend: _Optional[str] = ..., model: _Optional[str] = ..., weight: _Optional[int] = ..., priority: _Optional[int] = ...) -> None: ...
+
+class RouteRule(_message.Message):
+    __slots__ = ("task", "match")
+    TASK_FIELD_NUMBER: _ClassVar[int]
+    MATCH_FIELD_NUMBER: _ClassVar[int]
+    task: str
+    match: str
+    def __init__(self, task: _Optional[str] = ..., match: _Optional[str] = ...) -> None: ...
+
+class Route(_message.Message):
+    __slots__ = ("name", "strategy", "targets", "rules", "attempts", "affinity", "is_default")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    STRATEGY_FIELD_NUMBER: _ClassVar[int]
+    TARGETS_FIELD_NUMBER: _ClassVar[int]
+    RULES_FIELD_NUMBER: _ClassVar[int]
+    ATTEMPTS_FIELD_NUMBER: _ClassVar[int]
+    AFFINITY_FIELD_NUMBER: _ClassVar[int]
+    IS_DEFAULT_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    strategy: str
+    targets: _containers.RepeatedCompositeFieldContainer[RouteTarget]
+    rules: _containers.RepeatedCompositeFieldContainer[RouteRule]
+    attempts: int
+    affinity: str
+    is_default: bool
+    def __init__(self, name: _Optional[str] = ..., strategy: _Optional[str] = ..., targets: _Optional[_Iterable[_Union[RouteTarget, _Mapping]]] = ..., rules: _Optional[_Iterable[_Union[RouteRule, _Mapping]]] = ..., attempts: _Optional[int] = ..., affinity: _Optional[str] = ..., is_default: _Optional[bool] = ...) -> None: ...
+
+class ListRoutesRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class ListRoutesResponse(_message.Message):
+    __slots__ = ("routes",)
+    ROUTES_FIELD_NUMBER: _ClassVar[int]
+    routes: _containers.RepeatedCompositeFieldContainer[Route]
+    def __init__(self, routes: _Optional[_Iterable[_Union[Route, _Mapping]]] = ...) -> None: ...

@@ -56,6 +56,11 @@ class ModelServiceStub:
                 request_serializer=turnout_dot_v1_dot_model__pb2.DeleteModelRequest.SerializeToString,
                 response_deserializer=turnout_dot_v1_dot_model__pb2.DeleteModelResponse.FromString,
                 _registered_method=True)
+        self.ListRoutes = channel.unary_unary(
+                '/turnout.v1.ModelService/ListRoutes',
+                request_serializer=turnout_dot_v1_dot_model__pb2.ListRoutesRequest.SerializeToString,
+                response_deserializer=turnout_dot_v1_dot_model__pb2.ListRoutesResponse.FromString,
+                _registered_method=True)
 
 
 class ModelServiceServicer:
@@ -92,6 +97,14 @@ class ModelServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListRoutes(self, request, context):
+        """Every configured route, its strategy and targets, and the rules that lead
+        to it: the `model` names that exist besides the models themselves.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ModelServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -114,6 +127,11 @@ def add_ModelServiceServicer_to_server(servicer, server):
                     servicer.DeleteModel,
                     request_deserializer=turnout_dot_v1_dot_model__pb2.DeleteModelRequest.FromString,
                     response_serializer=turnout_dot_v1_dot_model__pb2.DeleteModelResponse.SerializeToString,
+            ),
+            'ListRoutes': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListRoutes,
+                    request_deserializer=turnout_dot_v1_dot_model__pb2.ListRoutesRequest.FromString,
+                    response_serializer=turnout_dot_v1_dot_model__pb2.ListRoutesResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -226,6 +244,33 @@ class ModelService:
             '/turnout.v1.ModelService/DeleteModel',
             turnout_dot_v1_dot_model__pb2.DeleteModelRequest.SerializeToString,
             turnout_dot_v1_dot_model__pb2.DeleteModelResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListRoutes(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/turnout.v1.ModelService/ListRoutes',
+            turnout_dot_v1_dot_model__pb2.ListRoutesRequest.SerializeToString,
+            turnout_dot_v1_dot_model__pb2.ListRoutesResponse.FromString,
             options,
             channel_credentials,
             insecure,
