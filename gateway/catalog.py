@@ -1,12 +1,23 @@
 """Which models each backend serves: configured lists plus what the health
-probes found (Ollama /api/tags, OpenAI /v1/models). Pure state; the server's
-health-check loop feeds it."""
+probes found (Ollama /api/tags, OpenAI /v1/models), and which backends could
+not be listed (so "no such model" can say where it could not look). Pure
+state; the server's health-check loop feeds it."""
 
 from __future__ import annotations
 
 from typing import Iterable, Sequence
 
 from gateway.domain import ModelInfo
+
+
+# Ollama reports embedding models with a BERT family ("bert", "nomic-bert");
+# their names (nomic-embed-text, mxbai-embed-large, text-embedding-3-small) say "embed".
+_EMBEDDING_FAMILIES = ("bert",)
+
+
+def is_embedding_model(info: ModelInfo) -> bool:
+    """Whether a model only embeds text (so it must never be the default for chat)."""
+    return "embed" in info.name.lower() or any(f in info.family.lower() for f in _EMBEDDING_FAMILIES)
 
 
 def _aliases(name: str) -> tuple[str, ...]:
@@ -20,9 +31,19 @@ class Catalog:
     def __init__(self, configured: dict[str, Sequence[str]]) -> None:
         self._configured = {b: tuple(models) for b, models in configured.items()}
         self._discovered: dict[str, dict[str, ModelInfo]] = {b: {} for b in configured}
+        self._unreachable: dict[str, str] = {}
         self.version = 0
 
+    def unreachable(self, backend: str, reason: str) -> None:
+        """The backend's model list could not be read (its last probe failed)."""
+        self._unreachable[backend] = reason
+
+    def unreachable_backends(self) -> dict[str, str]:
+        """Backend -> why its models could not be listed, in configuration order."""
+        return {b: self._unreachable[b] for b in self._configured if b in self._unreachable}
+
     def update(self, backend: str, models: Iterable[ModelInfo]) -> None:
+        self._unreachable.pop(backend, None)
         found = {m.name: m for m in models}
         if found != self._discovered.get(backend):
             self._discovered[backend] = found

@@ -239,6 +239,7 @@ class Gateway:
             if state.probed_up is not False:
                 log.warning("backend %s is down: %s", backend, getattr(exc, "message", "probe timed out"))
             state.record_probe(up=False)
+            self.catalog.unreachable(backend, getattr(exc, "message", "") or "probe timed out")
             self.metrics.backend_up.labels(backend).set(0)
             return
         if state.probed_up is False:

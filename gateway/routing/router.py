@@ -4,9 +4,10 @@
 route of that name; a rule (by task, or a regular expression on the last user
 message) naming a route; for an empty model, the default route (`default_route`, else the
 first configured route, else the first model discovered on the most preferred
-backend, so the embedded default config answers `turnout chat "hi"`); an implicit
-route over every backend serving a model of that name; else NotFound listing
-what exists.
+backend that is not an embedding model, so the embedded default config answers
+`turnout chat "hi"`); an implicit route over every backend serving a model of
+that name; else NotFound listing what exists (NoTargetAvailable, naming them,
+when some backends could not be listed: the model may be there).
 
 `Plan` hands out the targets each attempt may use, up to the route's attempt
 limit: the session's pinned target first when the route has affinity and it is
@@ -24,9 +25,11 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Callable, Mapping, Sequence
 
-from gateway.catalog import Catalog
-from gateway.config import BackendConfig, QueueConfig, RetryConfig, RouteConfig, RuleConfig, SpillConfig
-from gateway.errors import InvalidRequest, NotFound
+from gateway.catalog import Catalog, is_embedding_model
+from gateway.config import (
+    BackendConfig, QueueConfig, RetryConfig, RouteConfig, RuleConfig, SpillConfig, redact_url,
+)
+from gateway.errors import InvalidRequest, NoTargetAvailable, NotFound, TurnoutError
 from gateway.routing.state import BackendState, Target
 from gateway.routing.strategies import Strategy
 
@@ -163,6 +166,8 @@ class Router:
         if not model:
             model = self._default or next(iter(self._routes), "") or self._first_discovered()
             if not model:
+                if self._catalog.unreachable_backends():
+                    raise self._not_found("model is empty and there is no route or model to default to")
                 raise InvalidRequest(
                     "model", f"is empty and there is no route or model to default to; {self._what_exists()}"
                 )
@@ -171,7 +176,7 @@ class Router:
                 return route
         route = self._implicit_route(model)
         if route is None:
-            raise NotFound(f"no route or model named {model!r}; {self._what_exists()}")
+            raise self._not_found(f"no route or model named {model!r}")
         return route
 
     def _implicit_route(self, model: str) -> Route | None:
@@ -192,13 +197,29 @@ class Router:
         return route
 
     def _first_discovered(self) -> str:
+        """The first chat model (never an embedding model) on the most preferred backend."""
         for backend in sorted(self._backends.values(), key=lambda b: b.priority):
             models = self._catalog.models_of(backend.name)
-            if models:
-                return sorted(models)[0]
+            chat = [m for m in models if not is_embedding_model(self._catalog.info(backend.name, m))]
+            if chat:
+                return sorted(chat)[0]
         return ""
 
     def _what_exists(self) -> str:
         routes = ", ".join(sorted(self._routes)) or "none"
         models = ", ".join(self._catalog.all_models()) or "none discovered"
-        return f"routes: {routes}; models: {models}"
+        return f"routes: {routes}; models: {models}{self._unreachable()}"
+
+    def _unreachable(self) -> str:
+        down = self._catalog.unreachable_backends()
+        if not down:
+            return ""
+        named = ", ".join(f"{b} at {redact_url(self._backends[b].url)} ({why})" for b, why in down.items())
+        return f"; could not list the models of {named}"
+
+    def _not_found(self, message: str) -> TurnoutError:
+        """NOT_FOUND when every backend was listed; UNAVAILABLE when the name
+        may be on a backend that cannot be reached now."""
+        if self._catalog.unreachable_backends():
+            return NoTargetAvailable(f"{message}; {self._what_exists()}")
+        return NotFound(f"{message}; {self._what_exists()}")
