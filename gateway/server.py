@@ -14,10 +14,9 @@ from typing import Callable
 import grpc
 import httpx
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
 from prometheus_client import CollectorRegistry, start_http_server
 
-from gateway import __version__
+from gateway import __version__, reflection
 from adapters.base import Adapter
 from adapters.http import build_client
 from adapters.ollama import OllamaAdapter
@@ -212,7 +211,7 @@ class Gateway:
             self.server,
         )
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
-        reflection.enable_server_reflection((*SERVICES, health.SERVICE_NAME, reflection.SERVICE_NAME), self.server)
+        reflection.enable_server_reflection((*SERVICES, health.SERVICE_NAME), self.server)
         if self.tls is not None:
             self.port = self.server.add_secure_port(self.config.listen, self.tls.credentials)
         else:
