@@ -1,5 +1,5 @@
 """`turnout serve | check-config`, and the client commands of gateway/commands
-(chat, embed, models, backends, ps, routes, pull, rm)."""
+(chat, embed, models, backends, ps, routes, pull, rm, health)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import sys
 import grpc
 
 from gateway import __version__, config as config_module, logs
-from gateway.commands import chat, embed, listing, manage
+from gateway.commands import chat, embed, health, listing, manage
 
 
 def _load_config(path: str | None) -> config_module.Config:
@@ -64,7 +64,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("file")
     p.set_defaults(run=cmd_check_config)
 
-    for commands in (chat, embed, listing, manage):
+    for commands in (chat, embed, listing, manage, health):
         commands.add(sub)
 
     args = parser.parse_args(argv)

@@ -21,7 +21,7 @@ def _documents() -> dict[tuple[str, str], dict]:
 
 def test_every_manifest_parses_and_has_the_expected_objects():
     assert set(_documents()) == {
-        ("ConfigMap", "turnout"), ("Deployment", "turnout"), ("Service", "turnout"), ("Secret", "turnout-secrets"),
+        ("ConfigMap", "turnout"), ("Deployment", "turnout"), ("Service", "turnout"),
         ("Deployment", "turnout-redis"), ("Service", "turnout-redis")}
 
 

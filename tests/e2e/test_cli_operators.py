@@ -137,3 +137,10 @@ async def test_ps_lists_what_each_ollama_host_has_loaded():
             code, out, err = await turnout("ps", "--gateway", f"127.0.0.1:{c.gateway.port}")
     assert code == 0, err
     assert [line.split() for line in out.splitlines()] == [["MODEL", "BACKEND"], ["m:latest", "a"], ["n:latest", "a"]]
+
+
+async def test_health_exits_0_when_serving_and_1_when_the_gateway_cannot_be_reached(ollama):
+    async with serve(backends_yaml(ollama)) as c:
+        assert await turnout("health", "--gateway", f"127.0.0.1:{c.gateway.port}") == (0, "SERVING\n", "")
+    code, out, err = await turnout("health", "--gateway", f"127.0.0.1:{unused_port()}", "--timeout", "2")
+    assert code == 1 and out == "" and err.startswith("error: "), err
