@@ -95,6 +95,8 @@ class Guard(grpc.aio.ServerInterceptor):
             return False
         wait = self._limiter.admit(key, self._clock())
         if wait is not None:
+            # Counted here: the call never reaches a servicer (TurnoutKeyRateLimited alerts on it).
+            self._metrics.key_requests.labels(key.name, "RESOURCE_EXHAUSTED").inc()
             raise LimitExceeded(f"key {key.name!r} is over its concurrency or requests-per-minute limit", wait)
         self._metrics.key_streams_in_flight.labels(key.name).inc()
         return True

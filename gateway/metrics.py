@@ -11,6 +11,7 @@
 | turnout_retries_total                  | counter   | route, reason               | once per attempt after the first |
 | turnout_in_flight_requests             | gauge     | backend                     | attempts running now         |
 | turnout_backend_up                     | gauge     | backend                     | 1/0 from the last health probe |
+| turnout_route_healthy_targets          | gauge     | route                       | targets of a configured route on a backend that takes traffic, after each probe round |
 | turnout_tokens_total                   | counter   | backend, model, kind        | tokens the backend reported (prompt, completion) |
 | turnout_build_info                     | gauge     | version                     | always 1                     |
 | turnout_key_requests_total             | counter   | key, code                   | once per Generate/Complete/Embed, by API key name ("none" without auth) |
@@ -87,6 +88,10 @@ class Metrics:
         self.backend_up = Gauge(
             "turnout_backend_up", "1 when the backend's last health probe succeeded, else 0",
             ["backend"], registry=registry, multiprocess_mode="livemostrecent",
+        )
+        self.route_healthy_targets = Gauge(
+            "turnout_route_healthy_targets", "Targets of the route whose backend takes traffic (probed up, not ejected)",
+            ["route"], registry=registry, multiprocess_mode="livemostrecent",
         )
         self.tokens = Counter(
             "turnout_tokens", "Tokens as backends reported them",

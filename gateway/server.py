@@ -8,6 +8,7 @@ import asyncio
 import logging
 import signal
 import threading
+import time
 from pathlib import Path
 from typing import Callable
 
@@ -31,6 +32,7 @@ from gateway.guard import Guard
 from gateway.metrics import Metrics
 from gateway.tracing import Tracing
 from gateway.workers import serve_workers
+from gateway.route_health import record_route_health
 from gateway.routing.router import Router
 from gateway.routing.state import BackendState
 from gateway.routing.strategies import LeastUsed, PriorityOrder, SmoothWeightedRoundRobin, Strategy
@@ -218,7 +220,7 @@ class Gateway:
             self.port = self.server.add_insecure_port(self.config.listen)
         if self.port == 0:
             raise OSError(f"cannot listen on {self.config.listen}")
-        await asyncio.gather(*(self.refresh(name) for name in self.adapters))
+        await self._probe_all()
         await self.poller.start()
         await self.server.start()
         for service in ("", *SERVICES):
@@ -250,7 +252,11 @@ class Gateway:
     async def _check_forever(self) -> None:
         while True:
             await asyncio.sleep(self.config.health_check.interval)
-            await asyncio.gather(*(self.refresh(name) for name in self.adapters))
+            await self._probe_all()
+
+    async def _probe_all(self) -> None:
+        await asyncio.gather(*(self.refresh(name) for name in self.adapters))
+        record_route_health(self.metrics.route_healthy_targets, self.config.routes, self.states, time.monotonic())
 
     async def stop(self, grace: float | None = None) -> None:
         """Health turns NOT_SERVING, new calls are refused, in-flight calls get
