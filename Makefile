@@ -20,7 +20,7 @@ setup: $(VENV)/.installed
 run: setup
 	$(VENV)/bin/turnout serve $(if $(CONFIG),--config $(CONFIG))
 
-# redis-server, prometheus, nginx, npm, cmake, g++: installed with apt-get when missing.
+# redis-server, prometheus, nginx, npm, cmake, g++, Go and its gRPC packages: installed with apt-get when missing.
 system-deps:
 	scripts/system-deps.sh
 
@@ -45,12 +45,17 @@ bench: setup
 	@command -v nginx >/dev/null || { apt-get update -qq && apt-get install -y -qq --no-install-recommends nginx-light; }
 	$(PY) -m bench.run
 
-# The one place stubs are generated; tests/test_proto_stubs.py fails when they are stale.
-proto: setup
+# The one place stubs are generated: Python into turnout/v1, Go into gen/go and TypeScript into
+# gen/ts (buf.gen.yaml); tests/test_proto_stubs.py and tests/e2e/test_clients.py fail when they are stale.
+proto: setup system-deps $(BUF)
 	$(PY) -m grpc_tools.protoc -Iproto --python_out=. --pyi_out=. --grpc_python_out=. proto/turnout/v1/*.proto
+	rm -rf gen/go/turnout gen/ts
+	$(BUF) generate
 
-$(BUF):
+# buf and protoc-gen-es; reinstalled when .tools/package.json changes.
+$(BUF): .tools/package.json
 	cd .tools && npm install --no-audit --no-fund --silent
+	touch $@
 
 # buf breaking compares the proto with the previous commit (BREAKING_AGAINST to override),
 # so an incompatible change to the published contract fails the build.

@@ -1,10 +1,14 @@
 """Clients that are not Python: the Node example in examples/node (protos loaded
-at run time) and `buf curl` through server reflection (no .proto files at all),
-both against a real gateway in front of the fake Ollama. Each installs its npm
-packages on first use, so a fresh clone needs no extra step."""
+at run time), the Go example in examples/go (the generated stubs in gen/go) and
+`buf curl` through server reflection (no .proto files at all), each against a
+real gateway in front of the fake Ollama. Each installs its npm packages on
+first use, so a fresh clone needs no extra step; Go and its gRPC packages come
+from Debian (scripts/system-deps.sh)."""
 
 import asyncio
+import filecmp
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -17,12 +21,16 @@ ROOT = Path(__file__).parents[2]
 NODE_EXAMPLE = ROOT / "examples" / "node"
 TOOLS = ROOT / ".tools"
 BUF = TOOLS / "node_modules" / ".bin" / "buf"
+DEBIAN_GOPATH = "/usr/share/gocode"
+GO_PACKAGES = "golang-go golang-google-grpc-dev golang-github-golang-protobuf-1-5-dev protoc-gen-go protoc-gen-go-grpc"
 REQUEST = {"model": "llama3.2:1b", "messages": [{"role": "ROLE_USER", "content": "say hello"}]}
 
 
-async def run(*args: str, cwd: Path = ROOT, timeout: float = 60) -> tuple[int, str, str]:
+async def run(*args: str, cwd: Path = ROOT, timeout: float = 60, env: dict[str, str] | None = None
+              ) -> tuple[int, str, str]:
     process = await asyncio.create_subprocess_exec(
-        *args, cwd=cwd, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
+        *args, cwd=cwd, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        env={**os.environ, **(env or {})},
     )
     try:
         out, err = await asyncio.wait_for(process.communicate(), timeout)
@@ -54,10 +62,10 @@ async def chat_js() -> Path:
 
 @pytest.fixture
 async def buf() -> Path:
-    """.tools' buf, installed as `make lint` does (`npm install`: .tools'
-    package-lock.json lacks the other platforms' optional packages, so `npm ci`
-    refuses it)."""
-    await npm_install(TOOLS, BUF, "install")
+    """.tools' buf (and protoc-gen-es), installed as `make lint` does (`npm
+    install`: .tools' package-lock.json may lack other platforms' optional
+    packages, so `npm ci` refuses it)."""
+    await npm_install(TOOLS, TOOLS / "node_modules" / ".bin" / "protoc-gen-es", "install")
     return BUF
 
 
@@ -161,3 +169,42 @@ async def test_node_client_prints_each_delta_as_it_arrives(chat_js, gateway, oll
         ollama.release.set()
     out, err = await asyncio.wait_for(process.communicate(), 30)
     assert (process.returncode, out) == (0, b"\n"), err
+
+
+@pytest.fixture
+async def go_chat(tmp_path) -> Path:
+    """examples/go built offline as Debian builds Go: GOPATH mode over Debian's
+    packaged sources in /usr/share/gocode, this checkout linked in as
+    github.com/turnout/turnout (so gen/go is the protos' go_package)."""
+    if shutil.which("go") is None or not Path(DEBIAN_GOPATH, "src/google.golang.org/grpc").is_dir():
+        pytest.fail(f"Go or Debian's Go gRPC packages are missing: scripts/system-deps.sh installs {GO_PACKAGES}")
+    link = tmp_path / "gopath" / "src" / "github.com" / "turnout" / "turnout"
+    link.parent.mkdir(parents=True)
+    link.symlink_to(ROOT)
+    binary = tmp_path / "chat"
+    env = {"GO111MODULE": "off", "GOPATH": f"{tmp_path / 'gopath'}:{DEBIAN_GOPATH}", "GOPROXY": "off", "GOFLAGS": ""}
+    code, out, err = await run("go", "build", "-o", str(binary), "github.com/turnout/turnout/examples/go",
+                               env=env, timeout=600)
+    assert code == 0, f"go build failed:\n{out}{err}"
+    return binary
+
+
+async def test_go_client_streams_the_answer_and_reports_an_unknown_model(go_chat, gateway, ollama):
+    code, out, err = await run(str(go_chat), "-gateway", gateway, "-model", "llama3.2:1b", "say", "hello")
+    assert (code, out) == (0, "Hello world\n"), err
+    assert "local/llama3.2:1b" in err and "finish STOP" in err and "ttft " in err
+    assert ollama.requests[-1].json["messages"] == [{"role": "user", "content": "say hello"}]
+    code, out, err = await run(str(go_chat), "-gateway", gateway, "-model", "gpt-9", "hi")
+    assert (code, out) == (1, "")
+    assert err.startswith("error: NOT_FOUND: no route or model named 'gpt-9'"), err
+
+
+async def test_the_go_and_typescript_stubs_are_what_buf_generate_makes(buf, tmp_path):
+    code, out, err = await run(str(buf), "generate", "--template", "buf.gen.yaml", "-o", str(tmp_path), timeout=300)
+    assert code == 0, out + err
+    for language, suffix in (("go", ".go"), ("ts", ".ts")):
+        generated = sorted(p.relative_to(tmp_path) for p in (tmp_path / "gen" / language).rglob(f"*{suffix}"))
+        committed = sorted(p.relative_to(ROOT) for p in (ROOT / "gen" / language).rglob(f"*{suffix}"))
+        assert generated and generated == committed, f"gen/{language} differs from the protos: run `make proto`"
+        stale = [str(name) for name in generated if not filecmp.cmp(tmp_path / name, ROOT / name, shallow=False)]
+        assert not stale, f"stale: {stale}: run `make proto`"
