@@ -2,7 +2,9 @@
 fetched straight from a non-Python upstream (nginx, the floor), from a bare
 grpc.aio server (the gRPC ceiling: one message per upstream chunk; and the
 gRPC floor: the three messages turnout sends once chunks are coalesced),
-through turnout with 1 and N workers, and through the LiteLLM proxy; then
+through turnout with 1 and N workers, through one turnout worker with
+tracing on (every request sampled, then one in ten; spans exported with
+OTLP/HTTP to a local sink; beside turnout_1w, its cost), and through the LiteLLM proxy; then
 2,000 concurrent open streams on one turnout worker. Prints one table with
 the ratios and writes bench/results.json.
 
@@ -111,6 +113,17 @@ def measure(kind: str, target: str, pid: int | None, quick: bool, key: str = "")
     return {"latency": low, "throughput": high, "rss_mb": rss_mb(pid) if pid else None}
 
 
+def traced(base: str, directory: Path, quick: bool, ratio: float) -> dict:
+    """turnout_1w with tracing on, `ratio` of the requests sampled and exported to bench.otlp_sink."""
+    port, counts = free_port(), directory / f"otlp-counts-{ratio}.json"
+    with process([PYTHON, "-m", "bench.otlp_sink", str(port), str(counts)], port):
+        tracing = f"tracing: {{endpoint: 'http://127.0.0.1:{port}', sampler_ratio: {ratio}}}\n"
+        with turnout(base, "ollama", 1, directory, tracing) as (address, pid):
+            result = measure("grpc", address, pid, quick)
+        result["otlp"] = json.loads(counts.read_text()) if counts.exists() else {"exports": 0, "bytes": 0}
+    return result
+
+
 def memory(nginx_port: int, directory: Path, streams: int) -> dict:
     with turnout(f"http://127.0.0.1:{nginx_port}/slow", "ollama", 1, directory) as (address, pid):
         idle = rss_mb(pid)
@@ -150,6 +163,8 @@ def ratios(results: dict) -> dict[str, float]:
     pairs = [("turnout_1w / direct", "turnout_1w", "direct"), ("turnout_1w / grpc_ceiling", "turnout_1w", "grpc_ceiling"),
              ("turnout_1w / grpc_floor", "turnout_1w", "grpc_floor"),
              ("turnout_2w / grpc_ceiling_2w", "turnout_2w", "grpc_ceiling_2w"),
+             ("turnout_1w_traced / turnout_1w", "turnout_1w_traced", "turnout_1w"),
+             ("turnout_1w_traced_10pct / turnout_1w", "turnout_1w_traced_10pct", "turnout_1w"),
              ("turnout_1w / litellm_1w", "turnout_1w", "litellm_1w"), ("turnout_2w / direct", "turnout_2w", "direct")]
     for label, a, b in pairs:
         if rate(a) and rate(b):
@@ -201,6 +216,10 @@ def main() -> None:
                     with turnout(base, "ollama", workers, directory) as (address, pid):
                         results[name] = measure("grpc", address, pid, args.quick)
                     print(name, results[name], flush=True)
+            for name, ratio in (("turnout_1w_traced", 1.0), ("turnout_1w_traced_10pct", 0.1)):
+                if wanted(name):
+                    results[name] = traced(base, directory, args.quick, ratio)
+                    print(name, results[name], flush=True)
             if wanted("turnout_openai_1w"):
                 with turnout(f"{base}/v1", "openai", 1, directory) as (address, pid):
                     results["turnout_openai_1w"] = measure("grpc", address, pid, args.quick)
@@ -227,6 +246,9 @@ def main() -> None:
     if isinstance(results.get("grpc_floor"), dict) and isinstance(results.get("turnout_1w"), dict):
         own = results["turnout_1w"]["latency"]["p50_ms"] - results["grpc_floor"]["latency"]["p50_ms"]
         results["turnout_1w_p50_ms_beyond_grpc_floor"] = round(own, 2)
+    if isinstance(results.get("turnout_1w_traced"), dict) and isinstance(results.get("turnout_1w"), dict):
+        on, off = results["turnout_1w_traced"]["latency"], results["turnout_1w"]["latency"]
+        results["tracing_cost_p50_ms"] = round(on["p50_ms"] - off["p50_ms"], 2)
     (ROOT / "bench/results.json").write_text(json.dumps(results, indent=2) + "\n")
     if "direct" in results:
         print()
@@ -236,6 +258,10 @@ def main() -> None:
         print(f"{label:32} {value:>6.2f}x")
     if "turnout_1w_p50_ms_beyond_grpc_floor" in results:
         print(f"turnout 1 worker, p50 beyond the gRPC floor: {results['turnout_1w_p50_ms_beyond_grpc_floor']:.2f} ms")
+    if "tracing_cost_p50_ms" in results:
+        print(f"tracing on vs off, 1 worker: p50 {results['tracing_cost_p50_ms']:+.2f} ms, "
+              f"{results['ratios'].get('turnout_1w_traced / turnout_1w', 0):.2f}x the streams/s; "
+              f"{results['turnout_1w_traced']['otlp']['exports']} OTLP exports")
     if "memory" in results:
         m = results["memory"]
         print(f"memory: {m['streams']} open streams on one worker: {m['rss_mb']} MB RSS (idle {m['idle_rss_mb']} MB)")

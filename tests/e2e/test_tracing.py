@@ -2,13 +2,16 @@
 exported with OTLP to a real receiver on loopback (tests/otlp.py), decoded
 with opentelemetry-proto."""
 
+import asyncio
 import logging
+import signal
 
 import pytest
 from prometheus_client.openmetrics.exposition import generate_latest
 
-from tests.e2e.conftest import SECRET, backends_yaml, serve
+from tests.e2e.conftest import SECRET, backends_yaml, serve, spawn
 from tests.e2e.helpers import ask, collect, failure, text
+from tests.e2e.test_observability import _traffic_until_both_workers_served
 from tests.fakes import HttpError, Reply
 from tests.otlp import PROTOCOLS, OtlpReceiver
 from turnout.v1 import embedding_pb2, generate_pb2, session_pb2
@@ -150,3 +153,19 @@ async def test_a_sampler_ratio_of_zero_follows_the_callers_decision(ollama):
     assert not sampled(root) and TRACE_ID not in root.headers["traceparent"]
     assert not sampled(unsampled_upstream) and unsampled_upstream.headers["traceparent"].startswith(f"00-{TRACE_ID}-")
     assert sampled(sampled_upstream)
+
+
+async def test_each_worker_process_exports_its_own_spans(ollama, tmp_path):
+    async with OtlpReceiver() as receiver:
+        config = "workers: 2\nlogging: {format: json}\n" + backends_yaml(ollama) + tracing_yaml(receiver)
+        async with spawn(config, tmp_path) as gateway:
+            sent = await _traffic_until_both_workers_served(gateway.address, gateway.process.stderr)
+            gateway.process.send_signal(signal.SIGTERM)
+            assert await asyncio.wait_for(gateway.process.wait(), 20) == 0
+        spans = await receiver.wait_for_spans(2 * sent)
+
+    rpcs = by_name(spans, "turnout.v1.GenerateService/Generate")
+    assert len(rpcs) == sent and len({rpc.resource["service.instance.id"] for rpc in rpcs}) == 2
+    for rpc in rpcs:
+        [attempt] = [s for s in spans if s.parent_id == rpc.span_id]
+        assert attempt.resource == rpc.resource and attempt.trace_id == rpc.trace_id
