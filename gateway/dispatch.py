@@ -205,7 +205,7 @@ class Dispatcher:
             trace.reason, trace.queued = admission.reason, trace.queued + admission.queued
             state = self._states[target.backend]
             in_flight = self._metrics.in_flight.labels(target.backend)
-            attempt = self._tracing.attempt(target, plan.attempt, failures[-1][1].kind if failures else "")
+            attempt = self._tracing.attempt(admission, plan.attempt, failures[-1][1].kind if failures else "")
             stream = attempt.stream(generation.open(self._adapters[target.backend], target))
             state.begin()
             in_flight.inc()

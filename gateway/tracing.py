@@ -8,7 +8,8 @@ turnout, to the model server.
   the RPC's. Its `stream` wraps the adapter's events: the span is current
   while the first event is awaited, which is when the HTTP request goes out,
   so the hook adapters/http.py installs puts that span's `traceparent` on it.
-  Events mark the first token and the completion.
+  It starts when the request began waiting for a slot (SPEC §4b); events
+  mark the end of that queue wait, the first token and the completion.
 - Export: OTLP over HTTP/protobuf or gRPC with the official SDK, batched.
 
 Off (no `tracing:` endpoint and no OTEL_EXPORTER_OTLP_*ENDPOINT) nothing is
@@ -23,7 +24,8 @@ Attributes follow the GenAI semantic conventions (gen_ai.operation.name,
 gen_ai.request.model, gen_ai.response.model, gen_ai.usage.input_tokens and
 output_tokens, gen_ai.response.finish_reasons, server.address/port), gRPC's
 (rpc.system, rpc.service, rpc.method, rpc.grpc.status_code), and turnout.*
-(route, backend, attempt, outcome, retry_reason). Never message text, never
+(route, backend, attempt, outcome, retry_reason, schedule.reason,
+queue.wait_seconds). Never message text, never
 error messages (they may quote upstream text), never headers; request
 metadata values only for the keys `tracing.metadata` names.
 """
@@ -33,6 +35,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import contextvars
+import time
 import urllib.parse
 import uuid
 from typing import TYPE_CHECKING, Any, AsyncIterator, Awaitable, Callable, Iterable, Iterator
@@ -51,10 +54,10 @@ from gateway import __version__
 from gateway.config import BackendConfig, TracingConfig
 from gateway.domain import Finish, StreamEvent, Usage
 from gateway.errors import BackendError
-from gateway.routing.state import Target
 
 if TYPE_CHECKING:
     from gateway.dispatch import Trace
+    from gateway.scheduling.scheduler import Admission
 
 W3C = TraceContextTextMapPropagator()
 OFF = TracingConfig()
@@ -118,11 +121,14 @@ class Tracing:
     def interceptor(self) -> RpcSpans | None:
         return RpcSpans(self._tracer, self._metadata) if self.enabled else None
 
-    def attempt(self, target: Target, number: int, retry_reason: str) -> Attempt | NoAttempt:
-        """The span of attempt `number` on `target`, a child of the current
-        (RPC) span; `retry_reason` is the kind of failure that caused it."""
+    def attempt(self, admission: Admission, number: int, retry_reason: str) -> Attempt | NoAttempt:
+        """The span of attempt `number` on the admitted target, a child of the
+        current (RPC) span; `retry_reason` is the kind of failure that caused
+        it. It starts when the request began waiting for a slot; the
+        `queue_wait` event marks when it got one."""
         if not self.enabled:
             return NO_ATTEMPT
+        target = admission.target
         operation = OPERATION.get()
         attributes: dict[str, Any] = {
             "gen_ai.operation.name": operation,
@@ -133,7 +139,13 @@ class Tracing:
         }
         if retry_reason:
             attributes["turnout.retry_reason"] = retry_reason
-        span = self._tracer.start_span(f"{operation} {target.model}", kind=SpanKind.CLIENT, attributes=attributes)
+        if admission.reason:
+            attributes["turnout.schedule.reason"] = admission.reason
+        waited = {"turnout.queue.wait_seconds": admission.queued}
+        now = time.time_ns()
+        span = self._tracer.start_span(f"{operation} {target.model}", kind=SpanKind.CLIENT,
+                                       attributes=attributes | waited, start_time=now - int(admission.queued * 1e9))
+        span.add_event("queue_wait", waited, timestamp=now)
         return Attempt(span, target.model)
 
     def shutdown(self) -> None:

@@ -12,7 +12,7 @@ from prometheus_client.openmetrics.exposition import generate_latest
 from tests.e2e.conftest import SECRET, backends_yaml, serve, spawn
 from tests.e2e.helpers import ask, collect, failure, text
 from tests.e2e.test_observability import _traffic_until_both_workers_served
-from tests.fakes import HttpError, Reply
+from tests.fakes import Gate, HttpError, Reply
 from tests.otlp import PROTOCOLS, OtlpReceiver
 from turnout.v1 import embedding_pb2, generate_pb2, session_pb2
 
@@ -73,7 +73,7 @@ async def test_a_retried_generation_is_one_trace_under_the_callers_span(ollama, 
         "gen_ai.response.finish_reasons": ["stop"], "gen_ai.usage.input_tokens": 10,
         "gen_ai.usage.output_tokens": 5, "server.port": openai.port,
     } == served.attributes
-    assert served.events == ["first_token", "completion"]
+    assert served.events == ["queue_wait", "first_token", "completion"]
 
     [to_local] = await ollama.wait_for_requests(1, "/api/chat")
     [to_cloud] = await openai.wait_for_requests(1, "/v1/chat/completions")
@@ -111,6 +111,17 @@ async def test_unary_calls_embed_session_calls_and_failures_have_spans_with_thei
     assert embed_span.attributes["gen_ai.operation.name"] == "embeddings"
     assert embed_attempt.name == "embeddings llama3.2:1b" and embed_attempt.attributes["turnout.outcome"] == "ok"
     assert PROMPT.encode() not in receiver.raw
+
+
+async def test_a_call_the_guard_refuses_has_its_span_and_no_attempt(ollama):
+    auth = "auth:\n  keys:\n    - {name: alice, key_env: ALICE_KEY}\n"
+    async with OtlpReceiver() as receiver:
+        async with serve(backends_yaml(ollama) + auth + tracing_yaml(receiver), env={"ALICE_KEY": "k-planted"}) as c:
+            refused = await failure(c.generate.Generate(ask(model="llama3.2:1b"), metadata=CALLER))
+        spans = await receiver.wait_for_spans(1)
+    [rpc] = spans
+    assert refused.code().name == "UNAUTHENTICATED" and rpc.parent_id == CALLER_SPAN
+    assert rpc.attributes["rpc.grpc.status_code"] == 16 and b"k-planted" not in receiver.raw
 
 
 async def test_request_log_line_and_latency_exemplars_carry_the_trace(ollama, caplog):
@@ -153,6 +164,28 @@ async def test_a_sampler_ratio_of_zero_follows_the_callers_decision(ollama):
     assert not sampled(root) and TRACE_ID not in root.headers["traceparent"]
     assert not sampled(unsampled_upstream) and unsampled_upstream.headers["traceparent"].startswith(f"00-{TRACE_ID}-")
     assert sampled(sampled_upstream)
+
+
+async def test_a_call_queued_behind_a_full_backend_shows_its_wait(ollama):
+    ollama.script(Gate("held"), Reply("queued"))
+    yaml = (f"backends:\n  - {{name: local, kind: ollama, url: '{ollama.url}', max_concurrency: 1}}\n"
+            "routes:\n  - {name: chat, targets: [{backend: local, model: llama3.2:1b}]}\n")
+    async with OtlpReceiver() as receiver:
+        async with serve(yaml + tracing_yaml(receiver)) as c:
+            held = asyncio.create_task(collect(c.generate.Generate(ask(model="chat"))))
+            await ollama.wait_for_requests(1, "/api/chat")
+            queued = asyncio.create_task(collect(c.generate.Generate(ask(model="chat"), metadata=CALLER)))
+            while not c.gateway.registry.get_sample_value("turnout_queue_depth", {"route": "chat"}):
+                await asyncio.sleep(0.01)
+            ollama.release.set()
+            await asyncio.gather(held, queued)
+        spans = await receiver.wait_for_spans(4)
+
+    [rpc] = [s for s in by_name(spans, "turnout.v1.GenerateService/Generate") if s.trace_id == TRACE_ID]
+    [attempt] = [s for s in spans if s.parent_id == rpc.span_id]
+    [queue_wait] = [e for e in attempt.span.events if e.name == "queue_wait"]
+    waited = attempt.attributes["turnout.queue.wait_seconds"]
+    assert waited > 0 and queue_wait.time_unix_nano - attempt.span.start_time_unix_nano == pytest.approx(waited * 1e9)
 
 
 async def test_each_worker_process_exports_its_own_spans(ollama, tmp_path):
