@@ -234,7 +234,7 @@ class Dispatcher:
                     event = await self._next_after_output(stream, target, state)
                 trace.usage = event.usage
                 ok = True
-                self._remember_answer(route, admission, prompt_text, "".join(answer))
+                self._remember_answer(route, admission, prompt, prompt_text, "".join(answer))
                 yield Completed(event.reason, event.usage, first_token, self._clock() - start, event.timings)
                 return
             finally:
@@ -245,10 +245,12 @@ class Dispatcher:
                 await self._scheduler.release(admission, ok)
         raise self._exhausted(route.name, failures)
 
-    def _remember_answer(self, route: Route, admission: Admission, prompt_text: str, answer: str) -> None:
+    def _remember_answer(
+        self, route: Route, admission: Admission, prompt: Prompt, prompt_text: str, answer: str
+    ) -> None:
         if route.adaptive:
             text = prompt_text + render((Message(Role.ASSISTANT, answer),))
-            self._scheduler.completed(admission, block_hashes(text))
+            self._scheduler.completed(admission, block_hashes(text, prompt.hashes))
 
     async def _back_off(self, route: Route, attempt: int, deadline: float | None) -> bool:
         """Waits before attempt `attempt` (2, 3, ...); False when the caller's

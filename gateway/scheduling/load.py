@@ -89,12 +89,13 @@ class BackendLoad:
 
     def expected_wait(self, waiting_ahead: float, capacity: int, now: float) -> float:
         """Seconds until a slot frees for a request with `waiting_ahead`
-        requests before it. A running request is expected to last the mean
-        service time, and once it has run longer, as long again as it has
-        run so far (generation lengths are heavy-tailed), so the wait for a
-        backend busy with a long answer grows until other choices win."""
+        requests before it. A running request is expected to end at the mean
+        service time; one that has run past it is expected to run on for as
+        long as it has overrun (generation lengths are heavy-tailed), so the
+        wait for a backend busy with a long answer grows until other choices
+        win."""
         service = self.service_time if self.service_time is not None else 1.0
-        remaining = sorted(max(service - (now - start), now - start) for start in self._running.values())
+        remaining = sorted(abs(service - (now - start)) for start in self._running.values())
         slots = sorted([0.0] * max(0, capacity - len(remaining)) + remaining)[:capacity]
         k = int(waiting_ahead)
         return slots[k % capacity] + (k // capacity) * service

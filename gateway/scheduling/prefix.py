@@ -39,12 +39,14 @@ def render(messages: Iterable[Message]) -> str:
     return "".join(parts)
 
 
-def block_hashes(text: str, block_bytes: int = BLOCK_BYTES) -> tuple[bytes, ...]:
-    """The chained hashes of each whole block of `text`."""
-    hashes = []
-    previous = b""
+def block_hashes(text: str, known: tuple[bytes, ...] = (), block_bytes: int = BLOCK_BYTES) -> tuple[bytes, ...]:
+    """The chained hashes of each whole block of `text`; `known` are the
+    hashes of a prefix of it already computed (the prompt, when hashing the
+    prompt extended by its answer), which are not computed again."""
+    hashes = list(known)
+    previous = known[-1] if known else b""
     data = text.encode("utf-8", "surrogatepass")
-    for start in range(0, len(data) - block_bytes + 1, block_bytes):
+    for start in range(len(known) * block_bytes, len(data) - block_bytes + 1, block_bytes):
         previous = hashlib.blake2b(data[start:start + block_bytes], digest_size=8, key=previous).digest()
         hashes.append(previous)
     return tuple(hashes)

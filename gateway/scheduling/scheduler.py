@@ -117,7 +117,13 @@ class Scheduler:
         tiers = sorted({t.priority for t in pool})
         first = [t for t in pool if t.priority == tiers[0]]
         later = [[t for t in pool if t.priority == p] for p in tiers[1:]]
-        endpoints = await self._endpoints(first, prompt, arrived)
+        if not route.adaptive and all(self.limit(t.backend) is None for t in first):
+            target = route.strategy.pick(first)  # unlimited capacity: the strategy alone decides
+            if target is not None:
+                lease = await self.slots.acquire(target.backend, None)
+                assert lease is not None
+                return self._admitted(route, Endpoint(target), lease, route.strategy_name, arrived)
+        endpoints = await self._endpoints(first, prompt, arrived, route.adaptive)
         if route.spill is not None and later and self._saturated(route, endpoints):
             admission = await self._spill(route, later, prompt, arrived)
             if admission is not None:
@@ -186,7 +192,13 @@ class Scheduler:
                     waiter.granted.set_result((target, lease))
                     break
 
-    async def _endpoints(self, targets: Sequence[Target], prompt: Prompt, now: float) -> list[Endpoint]:
+    async def _endpoints(
+        self, targets: Sequence[Target], prompt: Prompt, now: float, full: bool = True
+    ) -> list[Endpoint]:
+        """The snapshot of each target; with `full` False only what the
+        strategies other than adaptive use (in-flight and capacity)."""
+        if not full:
+            return [Endpoint(t, self.slots.held(t.backend), self.limit(t.backend)) for t in targets]
         cached = [0] * len(targets)
         if prompt.hashes:
             cached = await self.index.lookup([endpoint_key(t) for t in targets], prompt.hashes)
@@ -239,7 +251,7 @@ class Scheduler:
         self, route: Route, tiers: Sequence[Sequence[Target]], prompt: Prompt, arrived: float
     ) -> Admission | None:
         for tier in tiers:
-            endpoints = await self._endpoints(tier, prompt, arrived)
+            endpoints = await self._endpoints(tier, prompt, arrived, route.adaptive)
             admission, _ = await self._take_free(route, endpoints, prompt, arrived, reason="spill")
             if admission is not None:
                 self._metrics.spills.labels(route.name).inc()

@@ -1,0 +1,85 @@
+"""What the scheduler learns and believes of one backend, over an injected clock."""
+
+from gateway.scheduling.load import RESIDENT_FOR, BackendLoad
+from gateway.scheduling.signals import LoadReport
+
+NOW = 1000.0
+
+
+def test_configured_capacity_wins_over_the_discovered_one():
+    load = BackendLoad("a", configured_capacity=3)
+    load.discovered_capacity = 8
+    assert load.capacity == 3
+    assert BackendLoad("b").capacity is None
+
+
+def test_a_report_goes_stale_and_then_says_nothing():
+    load = BackendLoad("a", stale_after=1.5)
+    load.update(LoadReport(running=2, waiting=1), own_in_flight=0, now=NOW)
+    assert load.reported_busy(0, NOW + 1) == 3
+    assert load.reported_busy(0, NOW + 2) is None
+
+
+def test_reported_load_moves_with_what_turnout_started_since_the_poll():
+    load = BackendLoad("a")
+    load.update(LoadReport(running=2, waiting=0), own_in_flight=1, now=NOW)
+    assert load.reported_busy(own_in_flight=3, now=NOW) == 4
+    assert load.reported_busy(own_in_flight=0, now=NOW) == 1
+
+
+def test_ollama_ps_decides_residency_with_untagged_names_meaning_latest():
+    load = BackendLoad("a")
+    load.update(LoadReport(loaded_models=frozenset({"llama3:latest"})), 0, NOW)
+    assert load.resident("llama3", NOW) is True
+    assert load.resident("qwen3:8b", NOW) is False
+
+
+def test_a_model_served_after_the_last_poll_is_resident():
+    load = BackendLoad("a")
+    load.update(LoadReport(loaded_models=frozenset()), 0, NOW)
+    load.learn_first_token("qwen3:8b", 0.2, 0, None, NOW + 0.1)
+    assert load.resident("qwen3:8b", NOW + 0.2) is True
+    assert load.loaded(NOW + 0.2) == ["qwen3:8b"]
+
+
+def test_without_reports_residency_is_remembered_for_ollamas_keep_alive_then_unknown():
+    load = BackendLoad("a")
+    assert load.resident("m", NOW) is None
+    load.learn_first_token("m", 0.2, 0, None, NOW)
+    assert load.resident("m", NOW + RESIDENT_FOR - 1) is True
+    assert load.resident("m", NOW + RESIDENT_FOR + 1) is None
+
+
+def test_a_single_model_server_that_reports_load_holds_its_model():
+    load = BackendLoad("a")
+    load.update(LoadReport(running=0, waiting=0), 0, NOW)
+    assert load.resident("smollm2", NOW) is True
+
+
+def test_prefill_rate_is_learned_from_uncached_tokens_and_cold_loads_from_the_rest():
+    load = BackendLoad("a")
+    load.learn_first_token("m", 2.0, 1000, True, NOW)
+    assert load.prefill_per_token == 0.002
+    load.learn_first_token("m", 0.05, 10, True, NOW)  # too few tokens to learn from
+    assert load.prefill_per_token == 0.002
+    load.learn_first_token("m", 7.0, 1000, False, NOW)
+    assert load.load_time == 5.0
+
+
+def test_expected_wait_counts_queue_position_and_the_age_of_running_requests():
+    load = BackendLoad("a")
+    load.learn_service(4.0)
+    load.begin("x", NOW - 1.0)  # 3 s left of a 4 s average
+    load.begin("y", NOW - 3.5)  # 0.5 s left
+    assert load.expected_wait(0, 2, NOW) == 0.5
+    assert load.expected_wait(1, 2, NOW) == 3.0
+    assert load.expected_wait(2, 2, NOW) == 4.5
+
+
+def test_a_request_running_past_the_average_is_expected_to_overrun_as_long_again():
+    load = BackendLoad("a")
+    load.learn_service(1.0)
+    load.begin("x", NOW - 10.0)
+    assert load.expected_wait(0, 1, NOW) == 9.0
+    load.end("x")
+    assert load.expected_wait(0, 1, NOW) == 0.0
