@@ -123,7 +123,7 @@ class Scheduler:
                 lease = await self.slots.acquire(target.backend, None)
                 assert lease is not None
                 return self._admitted(route, Endpoint(target), lease, route.strategy_name, arrived)
-        endpoints = await self._endpoints(first, prompt, arrived, route.adaptive)
+        endpoints = await self._endpoints(first, prompt, arrived, route.adaptive or route.spill is not None)
         if route.spill is not None and later and self._saturated(route, endpoints):
             admission = await self._spill(route, later, prompt, arrived)
             if admission is not None:
@@ -196,7 +196,8 @@ class Scheduler:
         self, targets: Sequence[Target], prompt: Prompt, now: float, full: bool = True
     ) -> list[Endpoint]:
         """The snapshot of each target; with `full` False only what the
-        strategies other than adaptive use (in-flight and capacity)."""
+        strategies other than adaptive use without spill (in-flight and
+        capacity)."""
         if not full:
             return [Endpoint(t, self.slots.held(t.backend), self.limit(t.backend)) for t in targets]
         cached = [0] * len(targets)
