@@ -74,11 +74,14 @@ class BackendLoad:
         return None
 
     def loaded(self, now: float) -> list[str]:
-        """Models known to be in memory: the last /api/ps, and those served
-        since (within RESIDENT_FOR)."""
+        """Models known to be in memory: the last /api/ps and those served
+        since; for a server without such a list, those served within
+        RESIDENT_FOR."""
         report = self.current(now)
-        names = set(report.loaded_models or ()) if report is not None else set()
-        names.update(m for m, t in self._served.items() if now - t < RESIDENT_FOR and t >= self.report_time)
+        listed = report is not None and report.loaded_models is not None
+        names = set(report.loaded_models or ()) if listed else set()
+        since = self.report_time if listed else now - RESIDENT_FOR
+        names.update(m for m, t in self._served.items() if t >= since)
         return sorted(names)
 
     def begin(self, lease: str, now: float) -> None:

@@ -54,6 +54,9 @@ def test_a_single_model_server_that_reports_load_holds_its_model():
     load = BackendLoad("a")
     load.update(LoadReport(running=0, waiting=0), 0, NOW)
     assert load.resident("smollm2", NOW) is True
+    load.learn_first_token("smollm2", 0.2, 0, True, NOW)
+    load.update(LoadReport(running=0, waiting=0), 0, NOW + 1)
+    assert load.loaded(NOW + 1) == ["smollm2"]
 
 
 def test_prefill_rate_is_learned_from_uncached_tokens_and_cold_loads_from_the_rest():
