@@ -5,6 +5,7 @@ affinity with the adaptive strategy — a real gateway over loopback fakes."""
 
 import asyncio
 import collections
+import logging
 import time
 
 import grpc
@@ -116,8 +117,9 @@ async def test_cancelling_a_queued_call_frees_its_place_and_it_never_reaches_the
     assert chats(local) == ["held", "later"]
 
 
-async def test_spill_sends_only_the_overflow_to_the_cloud_tier(local, cloud):
+async def test_spill_sends_only_the_overflow_to_the_cloud_tier(local, cloud, caplog):
     local.script(Gate("local"))
+    caplog.set_level(logging.INFO, logger="turnout.requests")
     async with serve(local_and_cloud(local, cloud, "    spill: {}\n")) as c:
         held = asyncio.create_task(collect(c.generate.Generate(ask(model="chat"))))
         await local.hung.wait()
@@ -128,6 +130,9 @@ async def test_spill_sends_only_the_overflow_to_the_cloud_tier(local, cloud):
         assert (await held)[0].started.backend == "local"
         assert (await collect(c.generate.Generate(ask(model="chat"))))[0].started.backend == "local"
     assert metric(c, "turnout_spills_total", route="chat") == 1
+    lines = [r.fields for r in caplog.records if r.getMessage() == "request"]
+    assert [(line["backend"], line["reason"]) for line in lines] == [
+        ("cloud", "spill"), ("local", "least_used"), ("local", "least_used")]
 
 
 async def test_without_spill_a_full_local_tier_queues_then_serves_locally(local, cloud):
@@ -195,7 +200,8 @@ async def test_a_server_that_reports_nothing_falls_back_to_turnouts_counts(cloud
     assert (seen.load_signal, seen.capacity, seen.HasField("reported_running")) == ("none", 3, False)
 
 
-async def test_adaptive_prefers_the_ollama_host_that_has_the_model_loaded():
+async def test_adaptive_prefers_the_ollama_host_that_has_the_model_loaded(caplog):
+    caplog.set_level(logging.INFO, logger="turnout.requests")
     async with FakeOllama(models=["m"]) as cold, FakeOllama(models=["m"]) as warm:
         warm.loaded = ["m:latest"]
         yaml = (f"backends:\n  - {{name: cold, kind: ollama, url: '{cold.url}'}}\n"
@@ -208,6 +214,7 @@ async def test_adaptive_prefers_the_ollama_host_that_has_the_model_loaded():
             served = [(await collect(c.generate.Generate(ask(f"q{i}", model="chat"))))[0].started.backend
                       for i in range(4)]
     assert served == ["warm"] * 4 and chats(cold) == []
+    assert {r.fields["reason"] for r in caplog.records if r.getMessage() == "request"} == {"residency"}
 
 
 def conversation(system: str, turns: int) -> list[generate_pb2.Message]:
