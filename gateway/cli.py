@@ -34,13 +34,19 @@ def cmd_serve(args: argparse.Namespace) -> int:
 def cmd_check_config(args: argparse.Namespace) -> int:
     config = config_module.load(args.file)
     print(f"{args.file}: ok")
-    print(f"  listen {config.listen}, metrics {config.metrics_listen}, sessions {config.sessions.store}")
+    print(f"  listen {config.listen}, metrics {config.metrics_listen}, sessions {config.sessions.store}, "
+          f"scheduler {config.scheduler.store}")
     for b in config.backends:
+        discovers = b.kind.value == "openai" and b.load_signal in ("auto", "llamacpp")
+        capacity = b.max_concurrency or ("from /props" if discovers else "unlimited")
         print(f"  backend {b.name}: {b.kind.value} {config_module.redact_url(b.url)} weight={b.weight} "
-              f"priority={b.priority} api_key={'set' if b.api_key else 'none'}")
+              f"priority={b.priority} api_key={'set' if b.api_key else 'none'} max_concurrency={capacity} "
+              f"load_signal={b.load_signal}")
     for r in config.routes:
         targets = ", ".join(f"{t.backend}/{t.model}" for t in r.targets)
-        print(f"  route {r.name}: {r.strategy} over {targets} (attempts {r.retry.attempts})")
+        spill = "" if r.spill is None else f", spill at {r.spill.utilization or 'full'}/{r.spill.max_queue_wait:g}s"
+        print(f"  route {r.name}: {r.strategy} over {targets} (attempts {r.retry.attempts}, queue "
+              f"{r.queue.max_size}/{r.queue.max_wait:g}s{spill})")
     for rule in config.rules:
         when = f"task={rule.task}" if rule.task else f"match=/{rule.match.pattern}/"  # type: ignore[union-attr]
         print(f"  rule {when} -> {rule.route}")
