@@ -33,7 +33,8 @@ takes the next behaviour queued by `fake.script(...)`; with none queued it is
   leaves or the fake stops.
 
 Embedding requests (Ollama `POST /api/embed`, OpenAI `POST /v1/embeddings`)
-take a queued HttpError if that is next, else answer with one vector per
+take a queued HttpError if that is next (or a Hang: set `fake.hung`, answer
+nothing, and set `fake.disconnected` when the client leaves), else answer with one vector per
 input (`embedding_vector(text, n)`: n = the request's `dimensions`, else 4)
 and a prompt token count of one per word. Ollama: `{model, embeddings,
 total_duration, load_duration, prompt_eval_count}`, 404 for a model not in
@@ -329,10 +330,16 @@ class _Fake:
         await conn.respond(status, _dumps(obj), self.json_type, headers)
 
     async def _embed(self, conn: _Conn, body: dict, answer) -> None:
-        """A queued HttpError, else `answer(inputs, vectors, tokens)` as JSON."""
+        """A queued HttpError or Hang, else `answer(inputs, vectors, tokens)` as JSON."""
         if self._script and isinstance(self._script[0], HttpError):
             error = self._script.popleft()
             return await self._error(conn, error.status, error.message, error.headers)
+        if self._script and isinstance(self._script[0], Hang):
+            self._script.popleft()
+            self.hung.set()
+            if not await conn.until(None):
+                self._disconnect()
+            return None
         inputs, size = _embed_inputs(body)
         vectors = [embedding_vector(text, size) for text in inputs]
         await self._json(conn, 200, answer(inputs, vectors, sum(len(text.split()) for text in inputs)))

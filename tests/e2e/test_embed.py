@@ -2,6 +2,7 @@
 body for both protocols, vectors in input order, and routing, retries, keys,
 limits and metrics shared with Generate."""
 
+import asyncio
 import hashlib
 
 import grpc
@@ -9,7 +10,7 @@ import pytest
 
 from tests.e2e.conftest import SECRET, backends_yaml, serve
 from tests.e2e.helpers import BadRequest, ask, collect, details, failure
-from tests.fakes import HttpError, embedding_vector
+from tests.fakes import Hang, HttpError, embedding_vector
 from turnout.v1 import embedding_pb2
 
 TEXTS = ["the first text", "a second, longer piece of text", "third"]
@@ -145,3 +146,24 @@ async def test_embed_and_generate_share_one_backend_pool(ollama):
         await collect(c.generate.Generate(ask(model="llama3.2:1b")))
     assert [r.path for r in ollama.requests if r.method == "POST"] == ["/api/chat", "/api/embed", "/api/chat"]
     assert ollama.connections == 1
+
+
+async def test_consecutive_embed_failures_eject_the_backend(ollama, openai):
+    route = ("routes:\n  - name: vec\n    targets: [{backend: local, model: 'llama3.2:1b', priority: 0},"
+             " {backend: cloud, model: gpt-4o-mini, priority: 1}]\n"
+             "outlier_detection: {consecutive_failures: 2, base_ejection: 60s}\n")
+    ollama.script(HttpError(500), HttpError(500))
+    async with serve(backends_yaml(ollama, openai) + route) as c:
+        attempts = [(await c.embeddings.Embed(embed("vec", inputs=["x"]))).attempt for _ in range(3)]
+    assert attempts == [2, 2, 1]
+    assert len([r for r in ollama.requests if r.path == "/api/embed"]) == 2
+
+
+async def test_the_caller_deadline_closes_the_upstream_embed_request(ollama):
+    ollama.script(Hang())
+    async with serve(backends_yaml(ollama)) as c:
+        error = await failure(c.embeddings.Embed(embed("llama3.2:1b"), timeout=0.5))
+        await asyncio.wait_for(ollama.disconnected.wait(), 5)
+        in_flight = c.gateway.registry.get_sample_value("turnout_in_flight_requests", {"backend": "local"})
+    assert error.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+    assert in_flight == 0
