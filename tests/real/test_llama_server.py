@@ -83,8 +83,8 @@ async def test_cancelling_a_stream_frees_its_slot(llama: LlamaServer):
 
 
 async def test_a_long_shared_prompt_is_served_from_the_cache_the_second_time(llama: LlamaServer):
-    # A fresh prefix, so no earlier test's cache can serve it; ~1500 tokens of shared context.
-    facts = " ".join(f"Fact {i}: the {secrets.token_hex(2)} valve opens at step {i * 7}." for i in range(120))
+    # A fresh prefix, so no earlier test's cache can serve it; ~1200 tokens of shared context.
+    facts = " ".join(f"Fact {i}: the {secrets.token_hex(2)} valve opens at step {i * 7}." for i in range(60))
     prompt = f"{facts}\nWhich step opens valve number 3? Answer briefly."
     before = metrics(llama)["llamacpp:prompt_tokens_cached_total"]
     async with serve(config(llama.url)) as c:
@@ -92,7 +92,7 @@ async def test_a_long_shared_prompt_is_served_from_the_cache_the_second_time(lla
         middle = metrics(llama)["llamacpp:prompt_tokens_cached_total"]
         second = (await collect(c.generate.Generate(short(prompt, max_tokens=8), timeout=120)))[-1].completed
     after = metrics(llama)["llamacpp:prompt_tokens_cached_total"]
-    assert first.usage.prompt_tokens > 1000
+    assert first.usage.prompt_tokens > 800
     assert first.usage.cached_prompt_tokens < first.usage.prompt_tokens // 10
     assert second.usage.cached_prompt_tokens >= second.usage.prompt_tokens * 9 // 10
     assert after - middle >= second.usage.prompt_tokens * 9 // 10 > middle - before
