@@ -27,8 +27,9 @@ system-deps:
 test: setup system-deps
 	$(PY) -m pytest -q
 
+# Long scenarios that print their figures: the 20,000-request fuzz, starvation, retry budget.
 soak: setup
-	$(PY) -m pytest -q -m soak
+	$(PY) -m pytest -q -s -m soak
 
 # A real model (SmolLM2-135M on llama.cpp's own llama-server) behind the gateway. The server is
 # built by ../shared/scripts/llama-server.sh (needs cmake and g++; ~6-10 min on 2 cores the first

@@ -45,7 +45,11 @@ from gateway.errors import (
     BackendServerError,
     BackendTimeout,
     BackendUnreachable,
+    InvalidRequest,
 )
+
+
+JSON_HEADERS = {"Content-Type": "application/json"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -248,6 +252,17 @@ async def raise_for_status(backend: str, response: httpx.Response) -> None:
     raise error_for_status(backend, response.status_code, error_text(body), response.headers)
 
 
+def json_body(payload: dict) -> bytes:
+    """The upstream request body. The gateway validates requests so that this
+    always succeeds; should a payload still be unencodable (a lone surrogate,
+    NaN, nesting past the encoder's recursion limit), that came from the
+    caller's request: INVALID_ARGUMENT, not INTERNAL."""
+    try:
+        return json.dumps(payload, ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode()
+    except (ValueError, RecursionError) as exc:
+        raise InvalidRequest("request", f"cannot be sent upstream as JSON ({str(exc)[:120]})") from None
+
+
 async def stream_events(
     client: httpx.AsyncClient,
     backend: str,
@@ -265,7 +280,8 @@ async def stream_events(
     finished the stream, it is a BackendProtocolError naming `terminator`.
     Closing the iterator closes the upstream response at once."""
     with translate_transport_errors(backend), decode_errors(backend):
-        async with client.stream("POST", path, json=payload) as response:
+        body = json_body(payload)
+        async with client.stream("POST", path, content=body, headers=JSON_HEADERS) as response:
             await raise_for_status(backend, response)
             chunks = response.aiter_bytes()
             async for data in chunks:

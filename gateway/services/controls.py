@@ -4,11 +4,11 @@ every problem raises InvalidRequest naming the field as a caller writes it."""
 
 from __future__ import annotations
 
-import json
 import re
 
 from gateway.domain import Controls, OutputKind, Reasoning, ResponseFormat, Tool, ToolChoice, ToolChoiceMode
 from gateway.errors import InvalidRequest
+from gateway.services.json_text import json_object
 from turnout.v1 import generate_pb2
 
 _SCHEMA_NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
@@ -29,16 +29,6 @@ _REASONING = {
     generate_pb2.REASONING_MEDIUM: Reasoning.MEDIUM,
     generate_pb2.REASONING_HIGH: Reasoning.HIGH,
 }
-
-
-def json_object(text: str, field: str) -> dict[str, object]:
-    try:
-        value = json.loads(text)
-    except ValueError as exc:
-        raise InvalidRequest(field, f"is not valid JSON ({exc.msg} at position {exc.pos})") from None
-    if not isinstance(value, dict):
-        raise InvalidRequest(field, f"must be a JSON object, not {type(value).__name__}")
-    return value
 
 
 def backend_options(text: str, field: str = "backend_options") -> dict[str, object]:

@@ -13,7 +13,8 @@ from gateway.config import LimitsConfig
 from gateway.dispatch import Completed, Generation, Started
 from gateway.domain import Delta, FinishReason, Message, Options, Role, Timings, Tool, ToolCall, Usage
 from gateway.errors import InvalidRequest
-from gateway.services.controls import json_object, to_controls
+from gateway.services.controls import to_controls
+from gateway.services.json_text import json_object
 from turnout.v1 import common_pb2, generate_pb2
 
 ROLES = {

@@ -70,6 +70,7 @@ def frame_window(
     start = decode_token(SEQ, page_token)
     if start is None:
         start = from_seq
+    start = min(start, last_seq + 1)  # past the end is empty; stores never see seqs beyond their integers
     if newest_first:
         hi = min(start or last_seq, last_seq)
         lo = max(hi - size + 1, 1)

@@ -32,6 +32,7 @@ from gateway.sessions import codec
 from gateway.sessions.store import FrameRecord, NewFrame, SessionRecord, StoreLimits
 
 T = TypeVar("T")
+SQLITE_MAX_INTEGER = 2**63 - 1
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS sessions (
@@ -145,7 +146,7 @@ class SqliteStore:
         return (page[::-1] if newest_first else page), window.next_token
 
     async def watch(self, session_id: str, after_seq: int) -> AsyncIterator[FrameRecord]:
-        last = after_seq
+        last = min(after_seq, SQLITE_MAX_INTEGER)
         batch = self._limits.max_page_size
         while True:
             wakeup = self._wakeups.setdefault(session_id, asyncio.Event())
