@@ -60,6 +60,7 @@ from gateway.errors import (
     StreamInterrupted,
 )
 from gateway.metrics import NONE, Metrics
+from gateway.routing.retry_budget import RetryBudget
 from gateway.routing.router import Affinity, Plan, Route, Router
 from gateway.routing.state import BackendState, Target
 from gateway.tracing import Tracing
@@ -171,6 +172,7 @@ class Dispatcher:
         self._clock = clock
         self._rng = rng or random.Random()
         self._affinity = Affinity()
+        self._budgets: dict[str, RetryBudget] = {}
         self._tracing = tracing or Tracing()
 
     async def run(
@@ -209,6 +211,7 @@ class Dispatcher:
             stream = attempt.stream(generation.open(self._adapters[target.backend], target))
             state.begin()
             in_flight.inc()
+            self._budget(route).begin()
             ok = False
             try:
                 event = await self._first_event(stream, route, target, deadline)
@@ -240,6 +243,7 @@ class Dispatcher:
             finally:
                 state.end()
                 in_flight.dec()
+                self._budget(route).end()
                 await stream.aclose()
                 attempt.end()
                 await self._scheduler.release(admission, ok)
@@ -252,15 +256,26 @@ class Dispatcher:
             text = prompt_text + render((Message(Role.ASSISTANT, answer),))
             self._scheduler.completed(admission, block_hashes(text, prompt.hashes))
 
+    def _budget(self, route: Route) -> RetryBudget:
+        if route.name not in self._budgets:
+            self._budgets[route.name] = RetryBudget(route.retry.budget_percent, route.retry.min_retry_concurrency)
+        return self._budgets[route.name]
+
     async def _back_off(self, route: Route, attempt: int, deadline: float | None) -> bool:
         """Waits before attempt `attempt` (2, 3, ...); False when the caller's
-        deadline would pass first, so no attempt is started that cannot finish."""
+        deadline would pass first, so no attempt is started that cannot finish,
+        or when the route's retry budget is spent (counted)."""
         retry = route.retry
         delay = min(retry.backoff * 2 ** (attempt - 2), retry.max_backoff)
         delay *= 1 + self._rng.uniform(-JITTER, JITTER)
         if deadline is not None and self._clock() + delay >= deadline:
             return False
-        await asyncio.sleep(delay)
+        budget = self._budget(route)
+        if not budget.can_retry():
+            self._metrics.retry_budget_refusals.labels(route.name).inc()
+            return False
+        with budget.retrying():
+            await asyncio.sleep(delay)
         return True
 
     async def _first_event(

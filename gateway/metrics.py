@@ -9,6 +9,7 @@
 | turnout_time_to_first_token_seconds    | histogram | route, backend, model       | once per request with a first token |
 | turnout_upstream_errors_total          | counter   | backend, kind               | once per failed attempt      |
 | turnout_retries_total                  | counter   | route, reason               | once per attempt after the first |
+| turnout_retry_budget_refusals_total   | counter   | route                       | once per retry the budget refused |
 | turnout_in_flight_requests             | gauge     | backend                     | attempts running now         |
 | turnout_backend_up                     | gauge     | backend                     | 1/0 from the last health probe |
 | turnout_route_healthy_targets          | gauge     | route                       | targets of a configured route on a backend that takes traffic, after each probe round |
@@ -80,6 +81,10 @@ class Metrics:
         self.retries = Counter(
             "turnout_retries", "Attempts after the first, by the failure that caused them",
             ["route", "reason"], registry=registry,
+        )
+        self.retry_budget_refusals = Counter(
+            "turnout_retry_budget_refusals", "Retries not started because the route's retry budget was spent",
+            ["route"], registry=registry,
         )
         self.in_flight = Gauge(
             "turnout_in_flight_requests", "Attempts in flight to a backend",

@@ -50,6 +50,10 @@ def _non_negative(value: float) -> str | None:
     return None if value >= 0 else "must be 0 or more"
 
 
+def _percent(value: float) -> str | None:
+    return None if 0 <= value <= 100 else "must be between 0 and 100"
+
+
 def _fraction(value: float) -> str | None:
     return None if 0.0 <= value <= 1.0 else "must be between 0 and 1"
 
@@ -306,6 +310,8 @@ def _retry(s: Section) -> RetryConfig:
         attempts=s.get("attempts", int, defaults.attempts, _positive),
         backoff=s.duration("backoff", defaults.backoff),
         max_backoff=s.duration("max_backoff", defaults.max_backoff),
+        budget_percent=s.get("budget_percent", float, defaults.budget_percent, _percent),
+        min_retry_concurrency=s.get("min_retry_concurrency", int, defaults.min_retry_concurrency, _non_negative),
     )
     s.done()
     return config

@@ -49,11 +49,15 @@ class TargetConfig:
 @dataclass(frozen=True, slots=True)
 class RetryConfig:
     """`attempts` includes the first; backoff before attempt n is
-    min(backoff * 2^(n-2), max_backoff) with +-20% jitter."""
+    min(backoff * 2^(n-2), max_backoff) with +-20% jitter. The retry budget
+    (Envoy's): retries in flight at most `budget_percent` of the route's
+    attempts in flight, but at least `min_retry_concurrency`."""
 
     attempts: int = 3
     backoff: float = 0.025
     max_backoff: float = 0.25
+    budget_percent: float = 20.0
+    min_retry_concurrency: int = 3
 
 
 @dataclass(frozen=True, slots=True)
