@@ -27,13 +27,14 @@ from typing import Any, Awaitable, Callable
 import grpc
 
 from gateway.auth import CURRENT_KEY, ApiKey, KeyRing, Limiter
-from gateway.metrics import Metrics
+from gateway.metrics import NONE, Metrics
 from gateway.errors import InvalidRequest, LimitExceeded, PermissionDenied, TurnoutError, Unauthenticated
 from gateway.services.status import abort
 
 OPEN_PREFIXES = ("/grpc.health.v1.Health/",)
 ADMIN_PREFIXES = ("/grpc.reflection.", "/turnout.v1.ModelService/PullModel", "/turnout.v1.ModelService/DeleteModel")
-LIMITED_PREFIXES = ("/turnout.v1.GenerateService/", "/turnout.v1.EmbeddingService/")
+EMBED_PREFIX = "/turnout.v1.EmbeddingService/"
+LIMITED_PREFIXES = ("/turnout.v1.GenerateService/", EMBED_PREFIX)
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,11 +96,20 @@ class Guard(grpc.aio.ServerInterceptor):
             return False
         wait = self._limiter.admit(key, self._clock())
         if wait is not None:
-            # Counted here: the call never reaches a servicer (TurnoutKeyRateLimited alerts on it).
-            self._metrics.key_requests.labels(key.name, "RESOURCE_EXHAUSTED").inc()
             raise LimitExceeded(f"key {key.name!r} is over its concurrency or requests-per-minute limit", wait)
         self._metrics.key_streams_in_flight.labels(key.name).inc()
         return True
+
+    def _count_refusal(self, method: str, key: ApiKey | None, exc: TurnoutError) -> None:
+        """A generation or embedding refused here never reaches its servicer:
+        it is counted as the servicer counts requests, with no route (the
+        per-key limit alert reads the key series)."""
+        if not method.startswith(LIMITED_PREFIXES):
+            return
+        code = exc.status.name
+        requests = self._metrics.embed_requests if method.startswith(EMBED_PREFIX) else self._metrics.requests
+        requests.labels(NONE, NONE, NONE, code).inc()
+        self._metrics.key_requests.labels(key.name if key else NONE, code).inc()
 
     def _release(self, key: ApiKey) -> None:
         self._limiter.release(key)
@@ -111,12 +121,14 @@ class Guard(grpc.aio.ServerInterceptor):
         streaming = handler.unary_stream is not None
 
         async def enter(request: Any, context: grpc.aio.ServicerContext) -> tuple[ApiKey | None, bool]:
+            key = None
             try:
                 if isinstance(request, _Malformed):
                     raise InvalidRequest("request", f"is not a valid turnout.v1.{request.message_type} message")
                 key = self._key(details)
                 return key, self._admit(key, method)
             except TurnoutError as exc:
+                self._count_refusal(method, key, exc)
                 await abort(context, exc, uuid.uuid4().hex)
 
         async def behavior(request: Any, context: grpc.aio.ServicerContext) -> Any:

@@ -70,7 +70,7 @@ class EmbeddingServicer(embedding_pb2_grpc.EmbeddingServiceServicer):
     async def Embed(
         self, request: embedding_pb2.EmbedRequest, context: grpc.aio.ServicerContext
     ) -> embedding_pb2.EmbedResponse:
-        outcome = Outcome(self._metrics, self._new_request_id(), context, embed=True)
+        outcome = Outcome(self._metrics, self._new_request_id(), context, request.metadata, embed=True)
         response = embedding_pb2.EmbedResponse(request_id=outcome.request_id)
         try:
             embedding = to_embedding(request, self._limits, outcome.request_id)

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import itertools
 import logging
 import time
 import uuid
-from typing import AsyncIterator, Callable
+from typing import AsyncIterator, Callable, Mapping
 
 import grpc
 
@@ -25,6 +26,7 @@ from gateway.sessions.conversation import Answer, Conversations
 from turnout.v1 import generate_pb2, generate_pb2_grpc
 
 log = logging.getLogger("turnout.requests")
+LOGGED_METADATA, LOGGED_VALUE = 32, 256
 
 
 class GenerateServicer(generate_pb2_grpc.GenerateServiceServicer):
@@ -79,7 +81,7 @@ class GenerateServicer(generate_pb2_grpc.GenerateServiceServicer):
     async def Generate(
         self, request: generate_pb2.GenerateRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[generate_pb2.GenerateResponse]:
-        outcome = Outcome(self._metrics, self._new_request_id(), context)
+        outcome = Outcome(self._metrics, self._new_request_id(), context, request.metadata)
         try:
             async with contextlib.aclosing(self._events(request, outcome)) as events:
                 async for event in events:
@@ -94,7 +96,7 @@ class GenerateServicer(generate_pb2_grpc.GenerateServiceServicer):
     async def Complete(
         self, request: generate_pb2.CompleteRequest, context: grpc.aio.ServicerContext
     ) -> generate_pb2.CompleteResponse:
-        outcome = Outcome(self._metrics, self._new_request_id(), context)
+        outcome = Outcome(self._metrics, self._new_request_id(), context, request.request.metadata)
         response = generate_pb2.CompleteResponse()
         content: list[str] = []
         reasoning: list[str] = []
@@ -123,12 +125,17 @@ class GenerateServicer(generate_pb2_grpc.GenerateServiceServicer):
 class Outcome:
     """What one request did: when it ends, exactly one log line (never message
     text) and its request metrics, whatever the ending (OK, error, cancelled).
+    The caller's `metadata` is in the log line (bounded: LOGGED_METADATA
+    entries, each value cut at LOGGED_VALUE characters), never in a metric.
     An Embed (`embed`) counts in the embed series and has no first token."""
 
     def __init__(
-        self, metrics: Metrics, request_id: str, context: grpc.aio.ServicerContext, embed: bool = False
+        self, metrics: Metrics, request_id: str, context: grpc.aio.ServicerContext,
+        metadata: Mapping[str, str] | None = None, embed: bool = False,
     ) -> None:
         self.metrics, self.request_id, self.context, self.embed = metrics, request_id, context, embed
+        self.metadata = {key[:LOGGED_VALUE]: value[:LOGGED_VALUE]
+                         for key, value in itertools.islice(sorted((metadata or {}).items()), LOGGED_METADATA)}
         key = current_key()
         self.key = key.name if key else NONE
         self.start = time.monotonic()
@@ -165,6 +172,7 @@ class Outcome:
             "queue_ms": round(t.queued * 1000, 1), "code": self.code, "duration_ms": round(duration * 1000, 1),
             "ttft_ms": None if t.time_to_first_token is None else round(t.time_to_first_token * 1000, 1),
             "prompt_tokens": usage.prompt_tokens if usage else None,
-            "completion_tokens": usage.completion_tokens if usage else None, **tracing.log_fields(),
+            "completion_tokens": usage.completion_tokens if usage else None, "metadata": self.metadata,
+            **tracing.log_fields(),
         }})
         tracing.annotate(self.request_id, t)

@@ -4,6 +4,7 @@ the rest."""
 from __future__ import annotations
 
 import re
+import uuid
 from typing import AsyncIterator
 
 import grpc
@@ -151,4 +152,4 @@ class SessionServicer(session_pb2_grpc.SessionServiceServicer):
             async for frame in frames:
                 yield session_pb2.WatchSessionResponse(frame=frame_pb(frame))
         except Exception as exc:
-            await abort(context, exc, request.session_id)
+            await abort(context, exc, uuid.uuid4().hex)

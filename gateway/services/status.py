@@ -19,6 +19,7 @@ from grpc_status import rpc_status
 from gateway.errors import InvalidRequest, TurnoutError
 
 DOMAIN = "turnout.gateway"
+MAX_MESSAGE = 1024
 log = logging.getLogger("turnout")
 
 
@@ -32,17 +33,24 @@ def _pack(message: object) -> any_pb2.Any:
     return packed
 
 
+def bounded(text: str) -> str:
+    """Error text cut to MAX_MESSAGE characters: messages echo caller input
+    (a model name, a session id), and gRPC refuses trailers over ~8 KiB (the
+    message travels twice: grpc-message and the status details)."""
+    return text if len(text) <= MAX_MESSAGE else text[:MAX_MESSAGE] + "… (cut)"
+
+
 def rich_status(exc: TurnoutError) -> grpc.Status:
     details = [_pack(error_details_pb2.ErrorInfo(reason=_reason(exc), domain=DOMAIN))]
     if isinstance(exc, InvalidRequest):
-        violation = error_details_pb2.BadRequest.FieldViolation(field=exc.field, description=exc.description)
+        violation = error_details_pb2.BadRequest.FieldViolation(field=bounded(exc.field), description=bounded(exc.description))
         details.append(_pack(error_details_pb2.BadRequest(field_violations=[violation])))
     retry_after = getattr(exc, "retry_after", None)
     if retry_after is not None:
         delay = duration_pb2.Duration(seconds=max(1, math.ceil(retry_after)))
         details.append(_pack(error_details_pb2.RetryInfo(retry_delay=delay)))
     return rpc_status.to_status(
-        status_pb2.Status(code=exc.status.value[0], message=exc.message, details=details)
+        status_pb2.Status(code=exc.status.value[0], message=bounded(exc.message), details=details)
     )
 
 

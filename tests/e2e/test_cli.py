@@ -52,6 +52,19 @@ async def test_models_and_backends_print_tables(served):
     assert code == 0 and "healthy" in out and "ollama" in out
 
 
+
+async def test_models_into_a_closed_pipe_exits_without_a_traceback(served):
+    _, address = served
+    read, write = os.pipe()
+    os.close(read)  # as `turnout models | head -0`: the reader is gone before the first line
+    try:
+        process = await asyncio.create_subprocess_exec(
+            *TURNOUT, "models", "--gateway", address, stdout=write, stderr=asyncio.subprocess.PIPE)
+    finally:
+        os.close(write)
+    _, err = await asyncio.wait_for(process.communicate(), 30)
+    assert process.returncode == 1 and err.decode() == ""
+
 async def test_chat_reports_an_unknown_model_plainly(served):
     _, address = served
     code, out, err = await run("chat", "--gateway", address, "--model", "gpt-9", "hi")

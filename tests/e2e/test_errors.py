@@ -192,3 +192,10 @@ async def test_upstream_refusing_our_key_is_unavailable_and_not_leaked():
             error = await failure(c.generate.Generate(ask(model="gpt-4o-mini")))
     assert error.code() == grpc.StatusCode.UNAVAILABLE
     assert "HTTP 401" in error.details() and SECRET not in error.details()
+
+
+async def test_an_error_that_echoes_a_huge_model_name_stays_within_grpc_limits(ollama):
+    async with serve(backends_yaml(ollama)) as c:
+        error = await failure(c.generate.Generate(ask(model="m" * 8000)))
+    assert error.code() == grpc.StatusCode.NOT_FOUND
+    assert len(error.details()) < 1200 and error.details().endswith("(cut)")

@@ -143,5 +143,6 @@ async def test_json_logs_have_one_line_per_request_and_no_text_or_secret(tmp_pat
                                   "completion_tokens")} == {
         "route": "gpt-4o-mini", "backend": "cloud", "model": "gpt-4o-mini", "attempts": 1, "code": "OK",
         "prompt_tokens": 10, "completion_tokens": 5}
+    assert entry["metadata"] == {"k": "v"}
     assert entry["duration_ms"] >= entry["ttft_ms"] > 0
     assert "private question" not in stderr and SECRET not in stderr and "Hello" not in stderr

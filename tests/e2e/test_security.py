@@ -213,3 +213,18 @@ async def test_the_key_of_a_caller_never_reaches_upstream_or_logs(ollama, caplog
     upstream = str([(r.headers, r.body) for r in ollama.requests])
     assert "request_id" in caplog.text or "request" in caplog.text
     assert ALICE not in upstream and ALICE not in caplog.text
+
+
+async def test_calls_refused_by_the_guard_are_counted(ollama):
+    async with serve(backends_yaml(ollama) + keys_yaml(", requests_per_minute: 1"), env={"BOB_KEY": BOB}) as c:
+        await collect(c.generate.Generate(ask(model="chat"), metadata=bearer(ALICE)))
+        limited = await failure(c.generate.Generate(ask(model="chat"), metadata=bearer(ALICE)))
+        unknown = await failure(c.generate.Generate(ask(model="chat"), metadata=bearer("not-a-key")))
+        value = c.gateway.registry.get_sample_value
+        counts = {code: value("turnout_requests_total", {"route": "none", "backend": "none", "model": "none",
+                                                          "code": code}) for code in ("RESOURCE_EXHAUSTED", "UNAUTHENTICATED")}
+        keyed = (value("turnout_key_requests_total", {"key": "alice", "code": "RESOURCE_EXHAUSTED"}),
+                 value("turnout_key_requests_total", {"key": "none", "code": "UNAUTHENTICATED"}))
+    assert (limited.code(), unknown.code()) == (grpc.StatusCode.RESOURCE_EXHAUSTED, grpc.StatusCode.UNAUTHENTICATED)
+    assert counts == {"RESOURCE_EXHAUSTED": 1, "UNAUTHENTICATED": 1}
+    assert keyed == (1, 1)
