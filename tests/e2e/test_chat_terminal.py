@@ -1,4 +1,4 @@
-"""`turnout chat` on a terminal, as a person uses it: a real pseudo-terminal
+"""`turnout chat` (and `pull`'s progress bar) on a terminal, as a person uses it: a real pseudo-terminal
 (the chat is its session leader, so the Ctrl-C byte becomes SIGINT through the
 terminal driver), prompts typed, the screen read back."""
 
@@ -6,7 +6,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import os
+import struct
+import termios
 from typing import AsyncIterator
 
 import pytest
@@ -51,10 +54,12 @@ class Terminal:
 
 
 @contextlib.asynccontextmanager
-async def chat_on_a_terminal(*args: str) -> AsyncIterator[tuple[asyncio.subprocess.Process, Terminal]]:
+async def on_a_terminal(*args: str) -> AsyncIterator[tuple[asyncio.subprocess.Process, Terminal]]:
+    """`turnout ARGS...` with a pseudo-terminal as its controlling terminal and standard streams."""
     master, slave = os.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 100, 0, 0))  # 24 rows, 100 columns
     process = await asyncio.create_subprocess_exec(
-        "setsid", "--ctty", *TURNOUT, "chat", *args, stdin=slave, stdout=slave, stderr=slave,
+        "setsid", "--ctty", *TURNOUT, *args, stdin=slave, stdout=slave, stderr=slave,
         env={**os.environ, "TERM": "dumb"},
     )
     os.close(slave)
@@ -77,7 +82,7 @@ async def gateway(ollama, tmp_path):
 
 async def test_an_interactive_chat_keeps_the_conversation_in_a_session(gateway, ollama):
     address = f"127.0.0.1:{gateway.gateway.port}"
-    async with chat_on_a_terminal("--gateway", address, "-m", "llama3.2:1b", "-s", "be brief") as (process, term):
+    async with on_a_terminal("chat", "--gateway", address, "-m", "llama3.2:1b", "-s", "be brief") as (process, term):
         at = await term.expect(PROMPT)
         term.type(b"say hello\n")
         at = await term.expect(b"Hello world", at)
@@ -93,7 +98,7 @@ async def test_an_interactive_chat_keeps_the_conversation_in_a_session(gateway, 
     session_id = term.screen.split(b"session ", 1)[1].split(b" ", 1)[0].decode()
 
     # --session resumes it from a new process.
-    async with chat_on_a_terminal("--gateway", address, "-m", "llama3.2:1b", "--session", session_id) as (process, term):
+    async with on_a_terminal("chat", "--gateway", address, "-m", "llama3.2:1b", "--session", session_id) as (process, term):
         term.type(b"third\n")
         await term.expect(b"Hello world")
         await term.expect(PROMPT, await term.expect(b"Hello world"))
@@ -106,7 +111,7 @@ async def test_an_interactive_chat_keeps_the_conversation_in_a_session(gateway, 
 async def test_ctrl_c_stops_the_answer_and_returns_to_the_prompt(gateway, ollama):
     ollama.script(Gate("Hel", "lo"))  # "Hel", "lo", then holds the end of the answer
     address = f"127.0.0.1:{gateway.gateway.port}"
-    async with chat_on_a_terminal("--gateway", address, "-m", "llama3.2:1b") as (process, term):
+    async with on_a_terminal("chat", "--gateway", address, "-m", "llama3.2:1b") as (process, term):
         term.type(b"tell me a long story\n")
         at = await term.expect(b"Hello")
         term.type(b"\x03")  # Ctrl-C
@@ -118,3 +123,11 @@ async def test_ctrl_c_stops_the_answer_and_returns_to_the_prompt(gateway, ollama
         assert await asyncio.wait_for(process.wait(), 30) == 0
     # The stopped answer left nothing in the session: the next turn carried only its own prompt.
     assert ollama.requests[-1].json["messages"] == [{"role": "user", "content": "once more"}]
+
+
+async def test_pull_draws_a_progress_bar_on_a_terminal(gateway, ollama):
+    async with on_a_terminal("pull", "qwen2.5:0.5b", "--gateway", f"127.0.0.1:{gateway.gateway.port}") as (process, term):
+        at = await term.expect(b"100%")
+        await term.expect(b"pulled qwen2.5:0.5b onto local", at)
+        assert await asyncio.wait_for(process.wait(), 30) == 0
+    assert b"\r" in term.screen and b"pulling manifest" in term.screen
