@@ -241,12 +241,14 @@ class Dispatcher:
                 yield Completed(event.reason, event.usage, first_token, self._clock() - start, event.timings)
                 return
             finally:
-                state.end()
-                in_flight.dec()
-                self._budget(route).end()
-                await stream.aclose()
-                attempt.end()
-                await self._scheduler.release(admission, ok)
+                try:
+                    state.end()
+                    in_flight.dec()
+                    self._budget(route).end()
+                    await stream.aclose()
+                    attempt.end()
+                finally:
+                    await self._scheduler.release(admission, ok)
         raise self._exhausted(route.name, failures)
 
     def _remember_answer(

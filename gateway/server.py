@@ -166,7 +166,7 @@ class Gateway:
         )
         self.scheduler = Scheduler(self.loads, slots, index, self.metrics)
         self.poller = LoadPoller(
-            config.backends, self.loads, slots.held, self.metrics, scheduling.poll_interval, self.scheduler.pump
+            config.backends, self.loads, slots, self.metrics, scheduling.poll_interval, self.scheduler.pump
         )
         self.dispatcher = Dispatcher(
             router, self.states, self.adapters, self.metrics, self.scheduler, tracing=self.tracing

@@ -103,6 +103,10 @@ class BackendLoad:
         k = int(waiting_ahead)
         return slots[k % capacity] + (k // capacity) * service
 
+    def sent(self, model: str, now: float) -> None:
+        """A request for `model` was admitted here: it is loaded, or loading."""
+        self._served[model] = now
+
     def learn_first_token(self, model: str, seconds: float, uncached_tokens: int, was_resident: bool | None,
                           now: float) -> None:
         prefill = self.prefill_per_token or DEFAULT_PREFILL_PER_TOKEN

@@ -13,10 +13,13 @@ two learned rates (prefill seconds per token, seconds to load a cold model).
 
 so residency comes first (a load costs seconds), then the longest cached
 prefix, and cache affinity yields to load exactly when waiting for the cached
-backend costs more than the prefill it saves. Costs within COST_QUANTUM are
-equal; ties go to the least load relative to weight (running requests over
-weight, the server's own count when it reports a larger one), then
-round-robin. The reason says which term decided: residency, prefix or load.
+backend costs more than the prefill it saves. Costs within TIE_FRACTION of the
+least (at least COST_QUANTUM) are equal — learned rates are noisy, and noise
+must not make a request wait — and ties go to an endpoint with a free slot,
+then to the least load relative to weight (running requests over weight, the
+server's own count when it reports a larger one), then round-robin. An
+endpoint whose free slot older waiters have claimed counts as busy. The
+reason says which term decided: residency, prefix or load.
 
 The other strategies keep their meaning and pick among endpoints with a free
 slot (`free_only`).
@@ -31,6 +34,7 @@ from gateway.routing.state import Target
 from gateway.scheduling.load import DEFAULT_LOAD_TIME, DEFAULT_PREFILL_PER_TOKEN
 
 COST_QUANTUM = 0.005
+TIE_FRACTION = 0.1
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,10 +48,11 @@ class Endpoint:
     wait: float = 0.0
     prefill_per_token: float = DEFAULT_PREFILL_PER_TOKEN
     load_time: float = DEFAULT_LOAD_TIME
+    claimed: bool = False
 
     @property
     def free(self) -> bool:
-        return self.capacity is None or self.in_flight < self.capacity
+        return not self.claimed and (self.capacity is None or self.in_flight < self.capacity)
 
     @property
     def load(self) -> float:
@@ -81,15 +86,18 @@ def adaptive(endpoints: Sequence[Endpoint], prompt_tokens: int, block_tokens: in
         return None
     n = len(endpoints)
     rotated = [endpoints[(turn + i) % n] for i in range(n)]
-    costs = {id(e): round(e.cost(prompt_tokens, block_tokens) / COST_QUANTUM) for e in rotated}
-    best = min(rotated, key=lambda e: (costs[id(e)], e.load))
-    return Choice(best, _reason(best, endpoints, costs))
+    costs = {id(e): e.cost(prompt_tokens, block_tokens) for e in rotated}
+    least = min(costs.values())
+    margin = max(COST_QUANTUM, TIE_FRACTION * least)
+    ties = [e for e in rotated if costs[id(e)] <= least + margin]
+    best = min(ties, key=lambda e: (not e.free, e.load))
+    return Choice(best, _reason(best, endpoints, costs, least + margin))
 
 
-def _reason(best: Endpoint, endpoints: Sequence[Endpoint], costs: dict[int, int]) -> str:
+def _reason(best: Endpoint, endpoints: Sequence[Endpoint], costs: dict[int, float], tied: float) -> str:
     if best.resident is not False and any(e.resident is False for e in endpoints):
         return "residency"
     if best.cached_blocks and best.cached_blocks >= max(e.cached_blocks for e in endpoints):
-        if any(costs[id(e)] > costs[id(best)] for e in endpoints):
+        if any(costs[id(e)] > tied for e in endpoints):
             return "prefix"
     return "load"

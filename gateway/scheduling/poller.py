@@ -8,13 +8,15 @@ the server turns out to speak: /props and /metrics are tried (llama.cpp or
 vLLM gauges), then /slots; a server that answers none of them (a cloud API) is
 asked again only every REDETECT seconds and otherwise left to turnout's own
 counts. A failed poll leaves the last report to go stale (BackendLoad), so a
-server that stops answering stops steering the scheduler.
+server that stops answering stops steering the scheduler. Each backend is
+polled by a loop of its own, so a hung server delays no other's figures.
+With a shared scheduler store, the cluster-wide slot counts are read on the
+same beat.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
 import time
@@ -27,6 +29,7 @@ from gateway.config import BackendConfig
 from gateway.domain import BackendKind
 from gateway.metrics import Metrics
 from gateway.scheduling.load import BackendLoad
+from gateway.scheduling.slots import MemorySlots, RedisSlots
 from gateway.scheduling.signals import (
     LoadReport,
     SignalError,
@@ -39,6 +42,15 @@ from gateway.scheduling.signals import (
 
 log = logging.getLogger("turnout")
 REDETECT = 30.0
+
+
+def _parsed(parse: Callable[[str], LoadReport], text: str | None) -> LoadReport | None:
+    if text is None:
+        return None
+    try:
+        return parse(text)
+    except SignalError:
+        return None
 
 
 def server_root(backend: BackendConfig) -> str:
@@ -54,7 +66,7 @@ class LoadPoller:
         self,
         backends: Sequence[BackendConfig],
         loads: Mapping[str, BackendLoad],
-        held: Callable[[str], int],
+        slots: MemorySlots | RedisSlots,
         metrics: Metrics,
         interval: float,
         on_capacity: Callable[[], Awaitable[None]],
@@ -62,7 +74,7 @@ class LoadPoller:
     ) -> None:
         self._backends = {b.name: b for b in backends if b.load_signal != "none"}
         self._loads = loads
-        self._held = held
+        self._slots = slots
         self._metrics = metrics
         self._interval = interval
         self._on_capacity = on_capacity
@@ -81,24 +93,27 @@ class LoadPoller:
             for b in self._backends.values()
         }
         self._next_detect: dict[str, float] = {}
-        self._task: asyncio.Task[None] | None = None
+        self._tasks: list[asyncio.Task[None]] = []
 
     async def start(self) -> None:
-        await self.poll_all()
-        self._task = asyncio.create_task(self._poll_forever())
-
-    async def poll_all(self) -> None:
-        before = {name: load.capacity for name, load in self._loads.items()}
-        await asyncio.gather(*(self.poll(name) for name in self._backends))
-        if any(self._loads[name].capacity != capacity for name, capacity in before.items()):
-            await self._on_capacity()
+        """A first poll of every backend (capacities are known before serving), then a loop each."""
+        await asyncio.gather(*(self.poll(name) for name in self._backends), self._refresh())
+        loops = [self._poll_forever(name) for name in self._backends]
+        self._tasks = [asyncio.create_task(loop) for loop in (*loops, self._refresh_forever())]
 
     async def poll(self, name: str) -> None:
         load = self._loads[name]
-        report = await self._read(name)
+        capacity = load.capacity
+        try:
+            report = await self._read(name)
+        except Exception:  # a poll must never stop polling; the figures just go stale
+            log.exception("polling backend %s failed", name)
+            return
+        if load.capacity != capacity:
+            await self._on_capacity()
         if report is None:
             return
-        load.update(report, self._held(name), self._clock())
+        load.update(report, self._slots.held(name), self._clock())
         load.signal = self._signal[name]
         for state, value in (("running", report.running), ("waiting", report.waiting)):
             if value is not None:
@@ -111,8 +126,9 @@ class LoadPoller:
                 return None
             self._next_detect[name] = self._clock() + REDETECT
             await self._discover_capacity(name)
+            text = await self._get(name, "/metrics", str)
             for parse, detected in ((llamacpp_metrics, "llamacpp"), (vllm_metrics, "vllm")):
-                report = await self._get(name, "/metrics", parse)
+                report = _parsed(parse, text)
                 if report is not None:
                     self._signal[name] = detected
                     log.info("backend %s reports its load (%s /metrics)", name, detected)
@@ -150,14 +166,26 @@ class LoadPoller:
         except (httpx.HTTPError, SignalError, ValueError, OSError):
             return None
 
-    async def _poll_forever(self) -> None:
+    async def _poll_forever(self, name: str) -> None:
         while True:
             await asyncio.sleep(self._interval)
-            await self.poll_all()
+            await self.poll(name)
+
+    async def _refresh(self) -> None:
+        limited = [name for name, load in self._loads.items() if load.capacity is not None]
+        try:
+            if limited:
+                await self._slots.refresh(limited)
+        except Exception:  # never stops the loop; counts then go on from this process's own
+            log.exception("reading the shared slot counts failed")
+
+    async def _refresh_forever(self) -> None:
+        while True:
+            await asyncio.sleep(self._interval)
+            await self._refresh()
 
     async def aclose(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
         await asyncio.gather(*(client.aclose() for client in self._clients.values()))

@@ -7,18 +7,27 @@ Admission holding a slot (a Lease) on one of them:
    tier is saturated — utilisation at or above `spill.utilization`, or no free
    slot and an expected wait above `spill.max_queue_wait` — the request goes
    to the first later tier with a free slot ("spill").
-2. Unless requests already wait for those backends (first in, first out), it
-   takes a free slot: `adaptive` picks by estimated time to first token
-   (picker.py) and may choose to wait for a busy backend whose cached prefix
-   saves more than the wait costs; other strategies pick among free slots.
+2. It takes a free slot no waiting request has a claim on (first in, first
+   out among requests that can use the same slot): `adaptive` picks by
+   estimated time to first token (picker.py) and may choose to wait for a busy
+   backend whose cached prefix or loaded model saves more than the wait
+   costs; other strategies pick among free slots.
 3. Otherwise it waits in the route's queue: at most `queue.max_size` waiters,
-   at most `queue.max_wait`, never past the caller's deadline. A released
-   slot is handed to the oldest waiter that can use it. Cancelling frees the
-   place at once. Past `max_wait` the request spills to a later tier when
-   there is one, else fails with RESOURCE_EXHAUSTED and a RetryInfo.
+   at most `queue.max_wait`, never past the caller's deadline. An adaptive
+   waiter waits for the backend it chose while that wait is expected to pay
+   off (its "patience"), then weighs again; other waiters take any of their
+   tier's backends. A released slot is handed to the oldest waiter that
+   accepts it. Cancelling frees the place at once. Past `max_wait` the
+   request spills to a later tier when there is one, else fails with
+   RESOURCE_EXHAUSTED and a RetryInfo.
+
+A backend is recorded as holding a request's model and prompt prefix as soon
+as the request is admitted there (as llm-d's approximate prefix scorer does),
+so the requests that follow a conversation's or a model's first one go where
+it is being computed, not everywhere at once.
 
 `release` ends an attempt; `first_token` and `completed` teach the per-backend
-rates and the prefix index. Targets with unlimited capacity always have a free
+rates and the prefix index the answer extends. Targets with unlimited capacity always have a free
 slot, so routes without capacity behave as before.
 """
 
@@ -122,17 +131,24 @@ class Scheduler:
             if target is not None:
                 lease = await self.slots.acquire(target.backend, None)
                 assert lease is not None
-                return self._admitted(route, Endpoint(target), lease, route.strategy_name, arrived)
-        endpoints = await self._endpoints(first, prompt, arrived, route.adaptive or route.spill is not None)
+                return self._admitted(route, Endpoint(target), lease, route.strategy_name, arrived, prompt)
+        claimed = self._claimed(arrived)
+        full = route.adaptive or route.spill is not None
+        endpoints = await self._endpoints(first, prompt, arrived, full, claimed)
         if route.spill is not None and later and self._saturated(route, endpoints):
             admission = await self._spill(route, later, prompt, arrived)
             if admission is not None:
                 return admission
-        preferred: Choice | None = None
-        if not any(w.targets.keys() & {t.backend for t in first} for w in self._waiters):
-            admission, preferred = await self._take_free(route, endpoints, prompt, arrived)
-            if admission is not None:
-                return admission
+        admission, preferred = await self._take_free(route, endpoints, prompt, arrived)
+        if admission is not None:
+            return admission
+        if route.spill is not None and later and free_only(endpoints):
+            # Slots that looked free were taken by other replicas: count again, and spill if saturated.
+            await self.slots.refresh([t.backend for t in first])
+            if self._saturated(route, await self._endpoints(first, prompt, arrived, True, claimed)):
+                admission = await self._spill(route, later, prompt, arrived)
+                if admission is not None:
+                    return admission
         return await self._queue(route, first, later, prompt, deadline, arrived, preferred)
 
     async def release(self, admission: Admission, ok: bool) -> None:
@@ -152,13 +168,11 @@ class Scheduler:
         await self.slots.release(lease)
 
     def first_token(self, admission: Admission, prompt: Prompt, seconds: float) -> None:
-        """Learns from the attempt's time to first token (from its start) and
-        remembers that the backend now holds the prompt."""
+        """Learns from the attempt's time to first token (from its start)."""
         target = admission.target
         uncached = max(0, prompt.tokens - admission.cached_blocks * BLOCK_TOKENS)
         self.loads[target.backend].learn_first_token(target.model, seconds, uncached, admission.resident,
                                                      self._clock())
-        self._remember(endpoint_key(target), prompt.hashes)
 
     def completed(self, admission: Admission, hashes: tuple[bytes, ...]) -> None:
         """Remembers the prompt extended by the answer: the next turn starts with it."""
@@ -186,20 +200,25 @@ class Scheduler:
                 if waiter.granted.done() or not waiter.accepts(backend, now):
                     continue
                 lease = await self.slots.acquire(backend, self.loads[backend].capacity)
-                if lease is not None:
-                    if waiter in self._waiters:
-                        self._waiters.remove(waiter)
+                if lease is None:
+                    continue
+                if waiter in self._waiters and not waiter.granted.done():
+                    self._waiters.remove(waiter)
                     waiter.granted.set_result((target, lease))
-                    break
+                else:  # it left, or was served, while we asked
+                    await self.slots.release(lease)
+                break
 
     async def _endpoints(
-        self, targets: Sequence[Target], prompt: Prompt, now: float, full: bool = True
+        self, targets: Sequence[Target], prompt: Prompt, now: float, full: bool = True,
+        claimed: frozenset[str] = frozenset(), waiter: _Waiter | None = None,
     ) -> list[Endpoint]:
         """The snapshot of each target; with `full` False only what the
         strategies other than adaptive use without spill (in-flight and
-        capacity)."""
+        capacity). Backends in `claimed` count as busy."""
         if not full:
-            return [Endpoint(t, self.slots.held(t.backend), self.limit(t.backend)) for t in targets]
+            return [Endpoint(t, self.slots.held(t.backend), self.limit(t.backend), claimed=t.backend in claimed)
+                    for t in targets]
         cached = [0] * len(targets)
         if prompt.hashes:
             cached = await self.index.lookup([endpoint_key(t) for t in targets], prompt.hashes)
@@ -209,8 +228,8 @@ class Scheduler:
             held = self.slots.held(target.backend)
             limit = self.limit(target.backend)
             wait = 0.0
-            if limit is not None and held >= limit:
-                wait = load.expected_wait(self._ahead(target.backend), limit, now)
+            if limit is not None and (held >= limit or target.backend in claimed):
+                wait = load.expected_wait(self._ahead(target.backend, waiter), limit, now)
             endpoints.append(Endpoint(
                 target=target,
                 in_flight=held,
@@ -221,14 +240,27 @@ class Scheduler:
                 wait=wait,
                 prefill_per_token=load.prefill_per_token or DEFAULT_PREFILL_PER_TOKEN,
                 load_time=load.load_time or DEFAULT_LOAD_TIME,
+                claimed=target.backend in claimed,
             ))
         return endpoints
 
-    def _ahead(self, backend: str) -> float:
-        """Waiters competing for `backend`'s next slot (those that could use
-        several backends count as a share)."""
+    def _claimed(self, now: float, before: _Waiter | None = None) -> frozenset[str]:
+        """Backends some waiting request (older than `before`, if given)
+        would take a slot of now."""
+        claimed: set[str] = set()
+        for waiter in self._waiters:
+            if waiter is before:
+                break
+            claimed.update(b for b in waiter.targets if waiter.accepts(b, now))
+        return frozenset(claimed)
+
+    def _ahead(self, backend: str, before: _Waiter | None = None) -> float:
+        """Waiters competing for `backend`'s next slot (older than `before`,
+        if given; those that could use several backends count as a share)."""
         ahead = 0.0
         for waiter in self._waiters:
+            if waiter is before:
+                break
             if waiter.preferred == backend:
                 ahead += 1
             elif waiter.preferred is None and backend in waiter.targets:
@@ -281,13 +313,18 @@ class Scheduler:
                 endpoint, why = next(e for e in free if e.target == target), route.strategy_name
             lease = await self.slots.acquire(endpoint.target.backend, self.loads[endpoint.target.backend].capacity)
             if lease is not None:
-                return self._admitted(route, endpoint, lease, reason or why, arrived), None
+                return self._admitted(route, endpoint, lease, reason or why, arrived, prompt), None
             candidates.remove(endpoint)
         return None, None
 
-    def _admitted(self, route: Route, endpoint: Endpoint, lease: Lease, reason: str, arrived: float) -> Admission:
+    def _admitted(
+        self, route: Route, endpoint: Endpoint, lease: Lease, reason: str, arrived: float, prompt: Prompt
+    ) -> Admission:
         now = self._clock()
-        self.loads[lease.backend].begin(lease.id, now)
+        load = self.loads[lease.backend]
+        load.begin(lease.id, now)
+        load.sent(endpoint.target.model, now)
+        self._remember(endpoint_key(endpoint.target), prompt.hashes)
         self._metrics.queue_wait.labels(route.name).observe(now - arrived)
         if route.adaptive:
             self._metrics.prefix_affinity.labels(route.name, "hit" if endpoint.cached_blocks else "miss").inc()
@@ -350,8 +387,13 @@ class Scheduler:
                     target, lease = waiter.granted.result()
                     return await self._granted(route, target, lease, prompt, arrived)
                 now = self._clock()
-                if self._first_for_any(waiter) and now >= waiter.patience_until:
+                if now >= waiter.patience_until:
                     admission = await self._reconsider(route, waiter, prompt, arrived, now)
+                    if waiter.granted.done():  # a slot was handed over while we looked for one
+                        if admission is not None:
+                            await self.release(admission, ok=False)
+                        target, lease = waiter.granted.result()
+                        return await self._granted(route, target, lease, prompt, arrived)
                     if admission is not None:
                         return admission
                 if now >= give_up:
@@ -367,11 +409,12 @@ class Scheduler:
     async def _reconsider(
         self, route: Route, waiter: _Waiter, prompt: Prompt, arrived: float, now: float
     ) -> Admission | None:
-        """Takes a free slot the waiter can use (another process may have
-        freed one, or its patience ran out); with `adaptive`, chooses again
-        between the busy backend it waits for and the free ones, with the
-        wait estimated anew."""
-        endpoints = await self._endpoints(list(waiter.targets.values()), prompt, now)
+        """Takes a free slot the waiter can use and no older waiter claims
+        (another process may have freed one, or its patience ran out); with
+        `adaptive`, chooses again between the busy backends and the free
+        ones, with the waits estimated anew."""
+        claimed = self._claimed(now, before=waiter)
+        endpoints = await self._endpoints(list(waiter.targets.values()), prompt, now, True, claimed, waiter)
         if route.adaptive:
             choice = adaptive(endpoints, prompt.tokens, BLOCK_TOKENS)
             if choice is not None and not choice.endpoint.free:
@@ -382,20 +425,11 @@ class Scheduler:
         admission, _ = await self._take_free(route, free_only(endpoints), prompt, arrived)
         return admission
 
-    def _first_for_any(self, waiter: _Waiter) -> bool:
-        """True when no older waiter wants any of this waiter's backends."""
-        for other in self._waiters:
-            if other is waiter:
-                return True
-            if other.targets.keys() & waiter.targets.keys():
-                return False
-        return True
-
     async def _granted(
         self, route: Route, target: Target, lease: Lease, prompt: Prompt, arrived: float
     ) -> Admission:
         endpoint = (await self._endpoints([target], prompt, self._clock()))[0]
-        return self._admitted(route, endpoint, lease, "queue", arrived)
+        return self._admitted(route, endpoint, lease, "queue", arrived, prompt)
 
     def _retry_after(self, targets: Sequence[Target]) -> float:
         now = self._clock()

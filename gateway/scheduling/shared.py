@@ -18,13 +18,15 @@ from typing import Sequence
 import redis.asyncio as aioredis
 import redis.exceptions
 
+from gateway.scheduling.slots import REDIS_TIMEOUT
+
 log = logging.getLogger("turnout")
 KEEP_FOR_MS = 86_400_000
 
 
 class RedisPrefixIndex:
     def __init__(self, url: str, blocks_per_endpoint: int = 65_536, prefix: str = "turnout:prefix:") -> None:
-        self._redis = aioredis.Redis.from_url(url)
+        self._redis = aioredis.Redis.from_url(url, socket_timeout=REDIS_TIMEOUT, socket_connect_timeout=REDIS_TIMEOUT)
         self._capacity = blocks_per_endpoint
         self._prefix = prefix
         self._warned = False

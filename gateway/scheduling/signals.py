@@ -17,6 +17,7 @@ A value a server does not report is None, never 0, so the scheduler can tell
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 from prometheus_client.parser import text_string_to_metric_families
@@ -62,7 +63,11 @@ def prometheus_samples(text: str) -> dict[str, float]:
 
 
 def _count(value: float | None) -> int | None:
-    return None if value is None else max(0, int(round(value)))
+    if value is None:
+        return None
+    if not math.isfinite(value):
+        raise SignalError(f"a request count of {value} is not a count")
+    return max(0, int(round(value)))
 
 
 def llamacpp_metrics(text: str) -> LoadReport:

@@ -30,6 +30,7 @@ import redis.asyncio as aioredis
 import redis.exceptions
 
 log = logging.getLogger("turnout")
+REDIS_TIMEOUT = 0.5  # seconds: past it the ledger fails open rather than stall admission
 
 
 @dataclass(eq=False, slots=True)
@@ -60,6 +61,9 @@ class MemorySlots:
     async def release(self, lease: Lease) -> None:
         self._held[lease.backend] -= 1
 
+    async def refresh(self, backends: list[str]) -> None:
+        pass
+
     async def close(self) -> None:
         pass
 
@@ -74,10 +78,11 @@ redis.call('PEXPIRE', KEYS[1], tonumber(ARGV[3]))
 return 1
 """
 
+# Plain ZADD, not XX: after a Redis restart (or flush) the leases still in use are put back.
 _RENEW = """
 local now = redis.call('TIME')
 local ms = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
-for i = 2, #ARGV do redis.call('ZADD', KEYS[1], 'XX', ms + tonumber(ARGV[1]), ARGV[i]) end
+for i = 2, #ARGV do redis.call('ZADD', KEYS[1], ms + tonumber(ARGV[1]), ARGV[i]) end
 redis.call('PEXPIRE', KEYS[1], tonumber(ARGV[1]))
 return 0
 """
@@ -91,7 +96,9 @@ return redis.call('ZCOUNT', KEYS[1], ms, '+inf')
 
 class RedisSlots:
     def __init__(self, url: str, ttl: float = 15.0, prefix: str = "turnout:lease:") -> None:
-        self._redis = aioredis.Redis.from_url(url, decode_responses=True)
+        self._redis = aioredis.Redis.from_url(
+            url, decode_responses=True, socket_timeout=REDIS_TIMEOUT, socket_connect_timeout=REDIS_TIMEOUT
+        )
         self._ttl_ms = max(1000, int(ttl * 1000))
         self._prefix = prefix
         self._acquire = self._redis.register_script(_ACQUIRE)
@@ -99,6 +106,7 @@ class RedisSlots:
         self._count = self._redis.register_script(_COUNT)
         self._leases: dict[str, set[str]] = {}
         self._held: Counter[str] = Counter()
+        self._cluster: dict[str, tuple[int, int]] = {}
         self._renewer: asyncio.Task[None] | None = None
         self._warned = False
 
@@ -106,7 +114,23 @@ class RedisSlots:
         return capacity
 
     def held(self, backend: str) -> int:
-        return self._held[backend]
+        """Leases on `backend` held by every process, as of the last
+        `refresh`, moved by this process's own since."""
+        count, local_then = self._cluster.get(backend, (0, 0))
+        return max(self._held[backend], count + self._held[backend] - local_then)
+
+    async def refresh(self, backends: list[str]) -> None:
+        """Reads the cluster-wide lease counts (the scheduler's poll)."""
+        try:
+            async with self._redis.pipeline(transaction=False) as pipe:
+                for backend in backends:
+                    await self._count(keys=[self._prefix + backend], client=pipe)
+                counts = await pipe.execute()
+        except redis.exceptions.RedisError as exc:
+            self._fail_open(exc)
+            return
+        for backend, count in zip(backends, counts, strict=True):
+            self._cluster[backend] = (int(count), self._held[backend])
 
     async def acquire(self, backend: str, capacity: int | None) -> Lease | None:
         if capacity is None:
@@ -140,20 +164,20 @@ class RedisSlots:
         except redis.exceptions.RedisError as exc:
             self._fail_open(exc)
 
-    async def in_use(self, backend: str) -> int:
-        """Leases held on `backend` by every process sharing this Redis."""
-        return int(await self._count(keys=[self._prefix + backend]))
-
     async def _renew_forever(self) -> None:
         while True:
             await asyncio.sleep(self._ttl_ms / 3000)
-            for backend, ids in list(self._leases.items()):
-                if not ids:
-                    continue
-                try:
-                    await self._renew(keys=[self._prefix + backend], args=[self._ttl_ms, *ids])
-                except redis.exceptions.RedisError as exc:
-                    self._fail_open(exc)
+            await self.renew()
+
+    async def renew(self) -> None:
+        """Extends every lease this process holds (re-adding any Redis lost)."""
+        for backend, ids in list(self._leases.items()):
+            if not ids:
+                continue
+            try:
+                await self._renew(keys=[self._prefix + backend], args=[self._ttl_ms, *ids])
+            except redis.exceptions.RedisError as exc:
+                self._fail_open(exc)
 
     def _fail_open(self, exc: Exception) -> None:
         if not self._warned:

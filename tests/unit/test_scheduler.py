@@ -200,3 +200,36 @@ async def test_adaptive_waits_for_the_backend_holding_the_prompt_when_that_is_ch
     await scheduler.release(running, ok=True)
     assert (await waiting).target == LOCAL_A
     assert sample(metrics, "turnout_prefix_affinity_total", route="chat", result="hit") == 2
+
+
+async def test_a_request_that_can_use_an_idle_backend_is_not_held_behind_another_routes_waiter():
+    scheduler, _, _ = make({"a": 1, "b": 1})
+    only_a, a_or_b = route(LOCAL_A), Route("a-or-b", (LOCAL_A, LOCAL_B), SmoothWeightedRoundRobin())
+    await scheduler.admit(only_a, [LOCAL_A], Prompt(), None)
+    waiter = asyncio.create_task(scheduler.admit(only_a, [LOCAL_A], Prompt(), None))
+    await queued(scheduler, 1)
+    admission = await scheduler.admit(a_or_b, [LOCAL_A, LOCAL_B], Prompt(), None)
+    assert admission.target == LOCAL_B and scheduler.waiting() == 1
+    waiter.cancel()
+
+
+async def test_a_waiting_adaptive_request_does_not_count_itself_ahead_of_itself():
+    # a holds the whole 900-token prompt and its request is due to end; b is free but would
+    # prefill 0.9 s. Re-weighing while it waits, the request must keep waiting for a.
+    scheduler, _, clock = make({"a": 1, "b": 1})
+    for name in ("a", "b"):
+        scheduler.loads[name].learn_service(1.0)
+        scheduler.loads[name].prefill_per_token = 0.001
+    r = route(LOCAL_A, LOCAL_B, strategy="adaptive")
+    prompt = Prompt(tuple(bytes([i]) * 8 for i in range(14)), tokens=900)
+    scheduler.index.record("a/m", prompt.hashes)
+    clock.now = 99.5
+    running = await scheduler.admit(r, [LOCAL_A], prompt, None)
+    clock.now = 100.0
+    waiting = asyncio.create_task(scheduler.admit(r, [LOCAL_A, LOCAL_B], prompt, None))
+    await queued(scheduler, 1)
+    clock.now = 100.5  # the patience (0.5 s) has run out: the waiter weighs again on its next wake
+    await asyncio.sleep(0.6)
+    assert not waiting.done()
+    await scheduler.release(running, ok=True)
+    assert (await waiting).target == LOCAL_A

@@ -127,3 +127,8 @@ def test_busy_is_unknown_only_when_nothing_was_reported():
     assert LoadReport().busy is None
     assert LoadReport(running=2).busy == 2
     assert LoadReport(running=1, waiting=4).busy == 5
+
+
+def test_a_count_that_is_not_finite_is_a_signal_error():
+    with pytest.raises(SignalError):
+        llamacpp_metrics(LLAMACPP_METRICS.replace("llamacpp:requests_deferred 3", "llamacpp:requests_deferred +Inf"))
