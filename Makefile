@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 BUF    := .tools/node_modules/.bin/buf
 CONFIG ?=
 
-.PHONY: setup system-deps run test soak bench proto lint clean demo test-real examples
+.PHONY: setup system-deps run test soak bench bench-routing bench-routing-real proto lint clean demo test-real examples
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -45,6 +45,15 @@ test-real: setup
 bench: setup
 	@command -v nginx >/dev/null || { apt-get update -qq && apt-get install -y -qq --no-install-recommends nginx-light; }
 	$(PY) -m bench.run
+
+# Routing strategies on simulated model servers (bench/sim), side by side; ~7 min on 2 cores.
+bench-routing: setup
+	$(PY) -m bench.routing
+
+# least_used vs adaptive on two real llama.cpp servers with SmolLM2; builds them on first use
+# with ../shared/scripts/llama-server.sh (shared/ beside the checkout; ~10 min, cmake and g++).
+bench-routing-real: setup
+	$(PY) -m bench.routing_real
 
 # The one place stubs are generated: Python into turnout/v1, Go into gen/go and TypeScript into
 # gen/ts (buf.gen.yaml); tests/test_proto_stubs.py and tests/e2e/test_clients.py fail when they are stale.
