@@ -5,7 +5,7 @@ hand-placed reference, which pins each tenant or model to one backend (or, with
 nothing to pin, weights targets by hand) and writes every backend's capacity.
 
 Sim time: prefill 0.2 ms per uncached token (a 1,500-token system prompt costs
-0.3 s), decode 15 ms per token (16 per answer), model load 2 s.
+0.3 s), decode 15 ms per token (16 per answer), model load 1.5 s.
 """
 
 from __future__ import annotations
@@ -42,6 +42,13 @@ class Scenario:
     ref_weights: dict[str, int] = field(default_factory=dict)
     spill: bool = False
     keyed_routes: bool = False  # a route per key (per model) for every strategy, not one `chat` route
+    overflow: float = 0.0  # burst: the share of the burst the local tier cannot serve
+
+
+def service_seconds(profile: Profile, prompt_tokens: int) -> float:
+    """One request's time in a slot when every slot is decoding."""
+    slowdown = 1 + profile.batch_slowdown * ((profile.slots or 1) - 1)
+    return prompt_tokens * profile.prefill_per_token + profile.output_tokens * profile.decode_per_token * slowdown
 
 
 def _engines(personality: str, profiles: list[Profile], models=("smol",), **extra) -> tuple[EngineSpec, ...]:
@@ -64,12 +71,13 @@ def _burst() -> Scenario:
     local = _engines("llamacpp", [BASE, BASE])
     cloud = (EngineSpec("cloud", "cloud", Profile(slots=None, fixed_latency=0.4, decode_per_token=0.01),
                         ("smol",), priority=1),)
-    plan = [("before", 4.0, 6.0), ("burst", 4.0, 39.0), ("after", 4.0, 6.0)]
+    capacity = sum(e.profile.slots / service_seconds(e.profile, 200) for e in local)  # ~13 requests/s
+    plan = [("before", 4.0, 6.0), ("burst", 4.0, round(3 * capacity)), ("after", 4.0, 6.0)]
     return Scenario(
         "burst", "2 llama.cpp x 2 slots (~13 req/s) + cloud tier (0.4 s fixed latency, unlimited); "
         "6 req/s, then 3x capacity (39 req/s) for 4 s, then 6 req/s; 200-token unique prompts",
         local + cloud, lambda: phases(seed=12, keys=["chat"], prompt_tokens=200, plan=plan),
-        slo=1.0, pins={}, ref_strategy="least_used", spill=True)
+        slo=1.0, pins={}, ref_strategy="least_used", spill=True, overflow=1 - capacity / round(3 * capacity))
 
 
 def _slots() -> Scenario:
@@ -84,10 +92,10 @@ def _slots() -> Scenario:
 
 def _models() -> Scenario:
     models = ("m-a", "m-b", "m-c")
-    host = replace(BASE, max_loaded=1, load_delay=2.0)
+    host = replace(BASE, max_loaded=1, load_delay=1.5)
     engines = _engines("ollama", [host] * 3, models=models, max_concurrency=2)
     return Scenario(
-        "models", "3 Ollama hosts x 2 slots, each fits 1 model in memory (2 s load); 3 models at "
+        "models", "3 Ollama hosts x 2 slots, each fits 1 model in memory (1.5 s load); 3 models at "
         "3 req/s each; 200-token unique prompts",
         engines, lambda: phases(seed=14, keys=list(models), prompt_tokens=200, plan=[("steady", 12.0, 9.0)]),
         slo=1.0, pins={m: engines[i].name for i, m in enumerate(models)}, keyed_routes=True)

@@ -4,7 +4,8 @@ plumbing and stream encoders of tests/fakes.py:
 
 - `llamacpp`: OpenAI SSE chat, /v1/models, /health, /props (total_slots),
   /slots (is_processing per slot), /metrics (llamacpp:requests_processing,
-  llamacpp:requests_deferred, llamacpp:prompt_tokens_total, ...).
+  llamacpp:requests_deferred, llamacpp:prompt_tokens_total and
+  llamacpp:prompt_tokens_cached_total: computed and reused prompt tokens).
 - `vllm`: OpenAI SSE chat, /v1/models, /health, /metrics
   (vllm:num_requests_running / waiting, vllm:kv_cache_usage_perc, ...).
 - `ollama`: /api/chat NDJSON, /api/tags (models on disk), /api/ps (models in memory).
@@ -137,16 +138,16 @@ class SimServer:
 
     def _metrics(self) -> str:
         e, c = self.engine, self.engine.counters
-        usage = min(1.0, len(e.cache) / max(1, e.profile.cache_blocks))
-        if self.personality == "llamacpp":
+        if self.personality == "llamacpp":  # as the llama-server of llama-cpp-python 0.3.36's sources names them
             return "".join((
                 _metric("llamacpp:prompt_tokens_total", "counter", c.prompt_tokens),
+                _metric("llamacpp:prompt_tokens_cached_total", "counter", c.cached_tokens),
                 _metric("llamacpp:tokens_predicted_total", "counter", c.requests * e.profile.output_tokens),
                 _metric("llamacpp:requests_processing", "gauge", e.running),
                 _metric("llamacpp:requests_deferred", "gauge", len(e.waiting)),
-                _metric("llamacpp:kv_cache_usage_ratio", "gauge", usage),
             ))
         label = '{model_name="%s"}' % e.models[0]
+        usage = min(1.0, len(e.cache) / max(1, e.profile.cache_blocks))
         return "".join((
             _metric("vllm:num_requests_running", "gauge", e.running, label),
             _metric("vllm:num_requests_waiting", "gauge", len(e.waiting), label),
