@@ -103,7 +103,7 @@ async def replay(address: str, scenario: Scenario, strategy: str, requests: list
         await asyncio.gather(*(c.close() for c in channels))
 
 
-def _quantile(values: list[float], q: float) -> float | None:
+def quantile(values: list[float], q: float) -> float | None:
     if not values:
         return None
     ordered = sorted(values)
@@ -125,8 +125,8 @@ def summarize(scenario: Scenario, results: list[dict], engine_counters: dict[str
             errors[r["error"]] = errors.get(r["error"], 0) + 1
     return {
         "requests": len(results),
-        "ttft_p50_s": _quantile(ttfts, 0.5),
-        "ttft_p99_s": _quantile(ttfts, 0.99),
+        "ttft_p50_s": quantile(ttfts, 0.5),
+        "ttft_p99_s": quantile(ttfts, 0.99),
         "goodput": sum(1 for t in ttfts if t <= scenario.slo) / len(results),
         "prompt_tokens": sum(c["prompt_tokens"] for c in engine_counters.values()),
         "cached_tokens": sum(c["cached_tokens"] for c in engine_counters.values()),
