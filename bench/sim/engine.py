@@ -95,6 +95,11 @@ class Engine:
         self._loading: dict[str, asyncio.Future] = {}
 
     @property
+    def in_memory(self) -> list[str]:
+        """Models loaded or loading (Ollama's /api/ps lists a runner from the start of its load)."""
+        return [*self.loaded, *(m for m in self._loading if m not in self.loaded)]
+
+    @property
     def total_slots(self) -> int:
         return self.profile.slots or 0
 

@@ -112,7 +112,7 @@ class SimServer:
                 await self._json(conn, {"models": [_tag_entry(m) for m in engine.models]})
             case "GET", "/api/ps" if ollama:
                 loaded = [_tag_entry(m) | {"expires_at": "2099-01-01T00:00:00Z", "size_vram": 1234567}
-                          for m in engine.loaded]
+                          for m in engine.in_memory]
                 await self._json(conn, {"models": loaded})
             case "GET", "/" if ollama:
                 await conn.respond(200, b"Ollama is running", TEXT)
