@@ -29,7 +29,7 @@ from typing import Iterator
 import grpc
 import yaml
 
-from bench.run import PYTHON, ROOT, free_port, process
+from bench.run import PYTHON, ROOT, free_port, wait_port
 from bench.sim.scenarios import SCENARIOS, STRATEGIES, Scenario, config, route_name
 from bench.sim.workloads import Request
 from gateway.config import types as config_types
@@ -38,6 +38,14 @@ from turnout.v1 import common_pb2, generate_pb2, generate_pb2_grpc
 ROLES = {"system": common_pb2.ROLE_SYSTEM, "user": common_pb2.ROLE_USER, "assistant": common_pb2.ROLE_ASSISTANT}
 CHANNELS = 4
 DEADLINE = 20.0
+
+
+def commit() -> str:
+    """The checkout measured (its HEAD, with "+dirty" when it has uncommitted changes)."""
+    head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout
+    dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT,
+                           capture_output=True, text=True).stdout
+    return head.strip() + ("+dirty" if dirty.strip() else "")
 
 
 def scheduling_available() -> bool:
@@ -59,6 +67,29 @@ def engines(scenario: str) -> Iterator[dict[str, str]]:
         proc.stdin.close()
         try:
             proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+@contextlib.contextmanager
+def turnout(config_path: Path, port: int) -> Iterator[None]:
+    """`turnout serve` on that config; its log goes beside the config and is
+    shown if the gateway exited before the run ended."""
+    log = config_path.with_suffix(".log")
+    with open(log, "wb") as out:
+        proc = subprocess.Popen([PYTHON, "-m", "gateway.cli", "serve", "--config", str(config_path)], cwd=ROOT,
+                                stdout=out, stderr=subprocess.STDOUT)
+    try:
+        wait_port(port)
+        time.sleep(1.0)  # the first load-signal polls
+        yield
+    finally:
+        if proc.poll() is not None:
+            sys.stderr.write(f"turnout exited ({proc.returncode}); its log:\n{log.read_text()[-4000:]}\n")
+        proc.terminate()
+        try:
+            proc.wait(timeout=20)
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
@@ -147,8 +178,7 @@ def run_one(scenario: Scenario, strategy: str, requests: list[Request], director
                       f"127.0.0.1:{free_port()}")
         path = directory / f"{scenario.name}-{strategy}.yaml"
         path.write_text(yaml.safe_dump(body, sort_keys=False))
-        with process([PYTHON, "-m", "gateway.cli", "serve", "--config", str(path)], port):
-            time.sleep(1.0)  # the first load-signal polls
+        with turnout(path, port):
             results = asyncio.run(replay(f"127.0.0.1:{port}", scenario, strategy, requests))
         return summarize(scenario, results, counters(urls))
 
@@ -187,7 +217,9 @@ def verdicts(results: dict) -> list[str]:
         good = adaptive["goodput"] / reference["goodput"] if reference["goodput"] else float("inf")
         tok = adaptive["prompt_tokens"] / max(1, reference["prompt_tokens"])
         checks = [f"goodput {good:.2f}x ref ({'ok' if good >= 0.9 else 'MISS'} >= 0.9)",
-                  f"prompt tokens {tok:.2f}x ref ({'ok' if tok <= 1.5 else 'MISS'} <= 1.5)"]
+                  f"prompt tokens {tok:.2f}x ref ({'ok' if tok <= 1.5 else 'MISS'} <= 1.5)"
+                  if adaptive["lost"] <= reference["lost"] else
+                  f"prompt tokens {tok:.2f}x ref (not comparable: {adaptive['lost']} requests lost)"]
         if name == "burst":
             phases, overflow = adaptive["phases"], SCENARIOS[name].overflow
             before = phases["before"]["spilled"] / phases["before"]["requests"]
@@ -209,7 +241,7 @@ def main() -> None:
     names = [n for n in SCENARIOS if not args.only or n in args.only.split(",")]
     chosen = [s for s in strategies_available() if not args.strategies or s in args.strategies.split(",")]
     results: dict = {"machine": {"cpus": os.cpu_count(), "python": sys.version.split()[0]},
-                     "scheduling_config": scheduling_available(), "scenarios": {}}
+                     "commit": commit(), "scheduling_config": scheduling_available(), "scenarios": {}}
     began = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="turnout-bench-routing-") as tmp:
         for name in names:
