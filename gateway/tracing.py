@@ -125,8 +125,9 @@ class Tracing:
         """The span of attempt `number` on the admitted target, a child of the
         current (RPC) span; `retry_reason` is the kind of failure that caused
         it. It starts when the request began waiting for a slot; the
-        `queue_wait` event marks when it got one."""
-        if not self.enabled:
+        `queue_wait` event marks when it got one. In a trace not sampled
+        there is none: the upstream gets the RPC span's (unsampled) context."""
+        if not self.enabled or not trace.get_current_span().is_recording():
             return NO_ATTEMPT
         target = admission.target
         operation = OPERATION.get()
