@@ -36,6 +36,11 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     print(f"{args.file}: ok")
     print(f"  listen {config.listen}, metrics {config.metrics_listen}, sessions {config.sessions.store}, "
           f"scheduler {config.scheduler.store}")
+    tracing = config.tracing
+    if tracing.enabled:
+        endpoint = config_module.redact_url(tracing.endpoint) if tracing.endpoint else "the OTEL_EXPORTER_OTLP endpoint"
+        sampler = "from OTEL_TRACES_SAMPLER" if tracing.sampler_ratio is None else f"ratio {tracing.sampler_ratio:g}"
+        print(f"  tracing: OTLP {tracing.protocol} to {endpoint}, sampler {sampler}, {len(tracing.headers)} header(s)")
     for b in config.backends:
         discovers = b.kind.value == "openai" and b.load_signal in ("auto", "llamacpp")
         capacity = b.max_concurrency or ("from /props" if discovers else "unlimited")

@@ -11,6 +11,7 @@ from prometheus_client.openmetrics.exposition import generate_latest
 
 from tests.e2e.conftest import SECRET, backends_yaml, serve, spawn
 from tests.e2e.helpers import ask, collect, failure, text
+from tests.e2e.test_cli import run
 from tests.e2e.test_observability import _traffic_until_both_workers_served
 from tests.fakes import Gate, HttpError, Reply
 from tests.otlp import PROTOCOLS, OtlpReceiver
@@ -202,3 +203,13 @@ async def test_each_worker_process_exports_its_own_spans(ollama, tmp_path):
     for rpc in rpcs:
         [attempt] = [s for s in spans if s.parent_id == rpc.span_id]
         assert attempt.resource == rpc.resource and attempt.trace_id == rpc.trace_id
+
+
+async def test_check_config_shows_where_traces_go_but_no_header_value(tmp_path):
+    path = tmp_path / "traced.yaml"
+    path.write_text("tracing: {endpoint: 'http://user:pw@collector:4318', sampler_ratio: 0.5, "
+                    "headers: {x-api-key: '${OTLP_TOKEN}'}}\n")
+    code, out, err = await run("check-config", str(path), env={"OTLP_TOKEN": SECRET})
+    assert code == 0, err
+    assert "tracing: OTLP http/protobuf to http://***@collector:4318, sampler ratio 0.5, 1 header(s)" in out
+    assert SECRET not in out + err and "pw" not in out
