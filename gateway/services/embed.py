@@ -19,7 +19,6 @@ from gateway.metrics import Metrics
 from gateway.services.controls import backend_options
 from gateway.services.convert import metadata
 from gateway.services.generate import Outcome
-from gateway.services.status import abort
 from turnout.v1 import embedding_pb2, embedding_pb2_grpc
 
 
@@ -87,8 +86,7 @@ class EmbeddingServicer(embedding_pb2_grpc.EmbeddingServiceServicer):
                     elif isinstance(event, Completed) and event.usage and event.usage.prompt_tokens is not None:
                         response.usage.prompt_tokens = event.usage.prompt_tokens
         except Exception as exc:
-            outcome.fail(exc)
-            await abort(context, exc, outcome.request_id)
+            await outcome.abort(exc)
         finally:
             outcome.finish()
         return response

@@ -8,7 +8,7 @@ import itertools
 import logging
 import time
 import uuid
-from typing import AsyncIterator, Callable, Mapping
+from typing import AsyncIterator, Callable, Mapping, NoReturn
 
 import grpc
 
@@ -27,6 +27,10 @@ from turnout.v1 import generate_pb2, generate_pb2_grpc
 
 log = logging.getLogger("turnout.requests")
 LOGGED_METADATA, LOGGED_VALUE = 32, 256
+# A call cancelled with less than this left of its deadline ran out of time. The caller's
+# own timer fires first (our copy of its deadline starts when its headers reach us, later),
+# and its RST_STREAM(CANCEL) looks the same as a caller who gave up early.
+DEADLINE_SLACK = 0.25
 
 
 class GenerateServicer(generate_pb2_grpc.GenerateServiceServicer):
@@ -88,8 +92,7 @@ class GenerateServicer(generate_pb2_grpc.GenerateServiceServicer):
                     outcome.see(event)
                     yield convert.response_pb(event)
         except Exception as exc:
-            outcome.fail(exc)
-            await abort(context, exc, outcome.request_id)
+            await outcome.abort(exc)
         finally:
             outcome.finish()
 
@@ -113,8 +116,7 @@ class GenerateServicer(generate_pb2_grpc.GenerateServiceServicer):
                     else:
                         response.completed.CopyFrom(convert.completed_pb(event))
         except Exception as exc:
-            outcome.fail(exc)
-            await abort(context, exc, outcome.request_id)
+            await outcome.abort(exc)
         finally:
             outcome.finish()
         response.content = "".join(content)
@@ -127,7 +129,9 @@ class Outcome:
     text) and its request metrics, whatever the ending (OK, error, cancelled).
     The caller's `metadata` is in the log line (bounded: LOGGED_METADATA
     entries, each value cut at LOGGED_VALUE characters), never in a metric.
-    An Embed (`embed`) counts in the embed series and has no first token."""
+    An Embed (`embed`) counts in the embed series and has no first token.
+    A failure is recorded before its status is sent (`abort`), so a caller
+    that sees the status also finds it in the metrics."""
 
     def __init__(
         self, metrics: Metrics, request_id: str, context: grpc.aio.ServicerContext,
@@ -141,16 +145,25 @@ class Outcome:
         self.start = time.monotonic()
         self.trace = Trace()
         self.code = "CANCELLED"
+        self.finished = False
 
     def see(self, event: GenerationEvent) -> None:
         if isinstance(event, Completed):
             self.code = "OK"
 
-    def fail(self, exc: BaseException) -> None:
+    async def abort(self, exc: BaseException) -> NoReturn:
+        """Records the failure, then ends the call with its status."""
         self.code = exc.status.name if isinstance(exc, TurnoutError) else "INTERNAL"
+        self.finish()
+        await abort(self.context, exc, self.request_id)
 
     def finish(self) -> None:
-        if self.code == "CANCELLED" and self.context.time_remaining() == 0:
+        """Records the request once; later calls do nothing."""
+        if self.finished:
+            return
+        self.finished = True
+        remaining = self.context.time_remaining()
+        if self.code == "CANCELLED" and remaining is not None and remaining < DEADLINE_SLACK:
             self.code = "DEADLINE_EXCEEDED"
         t, duration = self.trace, time.monotonic() - self.start
         m, exemplar = self.metrics, tracing.exemplar()
