@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import logging
+from typing import Iterator
+
 import grpc
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
@@ -55,3 +60,41 @@ def details(error: grpc.aio.AioRpcError, kind):
 
 BadRequest = error_details_pb2.BadRequest
 RetryInfo = error_details_pb2.RetryInfo
+
+
+class RequestLines(logging.Handler):
+    """The gateway's request log lines as they are written. A request writes
+    its line after its metrics, and a caller whose own deadline ran out may
+    see its status before the gateway has noticed: `await lines.seen(n)`
+    before reading the metrics of n requests."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.INFO)
+        self.records: list[logging.LogRecord] = []
+        self._written = asyncio.Event()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if record.getMessage() == "request":
+            self.records.append(record)
+            self._written.set()
+
+    async def seen(self, n: int) -> None:
+        async with asyncio.timeout(10):
+            while len(self.records) < n:
+                self._written.clear()
+                await self._written.wait()
+
+
+
+@contextlib.contextmanager
+def request_lines() -> Iterator[RequestLines]:
+    """RequestLines attached to the "turnout.requests" logger while inside."""
+    logger, lines = logging.getLogger("turnout.requests"), RequestLines()
+    level = logger.level
+    logger.setLevel(logging.INFO)
+    logger.addHandler(lines)
+    try:
+        yield lines
+    finally:
+        logger.removeHandler(lines)
+        logger.setLevel(level)
