@@ -8,7 +8,9 @@ made, and the parent alone serves the metrics port, aggregating them
 (counters and histograms summed; gauges as each declares). On SIGTERM or
 SIGINT the parent forwards the signal, each worker drains with its grace
 period, and the parent exits 0 once all have exited 0. SIGHUP is forwarded
-too (workers re-read their TLS certificate).
+too (workers re-read their TLS certificate). However the parent ends (an
+exception, SIGKILL), no worker outlives it: the parent stops its workers on
+every way out, and each worker drains as on SIGTERM once its parent is gone.
 
 Each worker keeps its own routing state (ejections, in-flight, affinity),
 as Envoy's worker threads do.
@@ -17,6 +19,7 @@ as Envoy's worker threads do.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import multiprocessing
 import os
@@ -30,9 +33,29 @@ from gateway.config import Config
 log = logging.getLogger("turnout")
 
 
+def _exit_with_parent() -> None:
+    """SIGTERM to this worker when its parent has exited: the parent's end of
+    the spawn pipe closes however it went (multiprocessing.parent_process)."""
+    parent = multiprocessing.parent_process()
+
+    def watch() -> None:
+        parent.join()
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    threading.Thread(target=watch, name="turnout-parent-watch", daemon=True).start()
+
+
+def _forward(processes: list, sig: int) -> None:
+    for process in processes:
+        if process.pid is not None:
+            with contextlib.suppress(ProcessLookupError):  # exited since
+                os.kill(process.pid, sig)
+
+
 def _worker(config: Config) -> None:
     from gateway.server import Gateway, run_until_signalled
 
+    _exit_with_parent()
     logs.configure(config.logging.level, config.logging.format)
     asyncio.run(run_until_signalled(Gateway(config)))
 
@@ -55,21 +78,22 @@ def serve_workers(config: Config) -> int:
         stop = threading.Event()
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, lambda *_: stop.set())
-        signal.signal(signal.SIGHUP, lambda *_: [os.kill(p.pid, signal.SIGHUP) for p in processes if p.pid])
-        for process in processes:
-            process.start()
-        log.info("turnout started %d workers on %s; metrics on %s", config.workers, config.listen,
-                 config.metrics_listen)
-        while not stop.is_set() and all(p.is_alive() for p in processes):
-            stop.wait(0.5)
-        for process in processes:
-            if process.is_alive():
-                os.kill(process.pid, signal.SIGTERM)
-        codes = []
-        for process in processes:
-            process.join()
-            multiprocess.mark_process_dead(process.pid, directory)
-            codes.append(process.exitcode)
+        signal.signal(signal.SIGHUP, lambda *_: _forward(processes, signal.SIGHUP))
+        try:
+            for process in processes:
+                process.start()
+            log.info("turnout started %d workers on %s; metrics on %s", config.workers, config.listen,
+                     config.metrics_listen)
+            while not stop.is_set() and all(p.is_alive() for p in processes):
+                stop.wait(0.5)
+        finally:
+            _forward([p for p in processes if p.is_alive()], signal.SIGTERM)
+            codes = []
+            for process in processes:
+                if process.pid is not None:
+                    process.join()
+                    multiprocess.mark_process_dead(process.pid, directory)
+                codes.append(process.exitcode)
         metrics_server.shutdown()
     failed = [code for code in codes if code != 0]
     if failed:

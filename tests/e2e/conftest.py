@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import dataclasses
 import os
+import signal
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -92,19 +93,21 @@ async def spawn(
     config_text: str, directory: Path, name: str = "turnout", env: dict[str, str] | None = None
 ) -> AsyncIterator[Spawned]:
     """`turnout serve` in a child process on free ports, with `config_text`
-    (which must not set `listen` or `metrics_listen`); yields once it listens,
-    and kills it at the end if it is still running."""
+    (which must not set `listen` or `metrics_listen`); yields once it listens.
+    It runs in a process group of its own, killed whole at the end: its
+    workers too, even if a test failed with them still serving."""
     address, metrics_address = f"127.0.0.1:{unused_port()}", f"127.0.0.1:{unused_port()}"
     config = directory / f"{name}.yaml"
     config.write_text(f"listen: {address}\nmetrics_listen: {metrics_address}\n{config_text}")
     process = await asyncio.create_subprocess_exec(
-        *TURNOUT, "serve", "--config", str(config), stderr=asyncio.subprocess.PIPE, env={**os.environ, **(env or {})}
+        *TURNOUT, "serve", "--config", str(config), stderr=asyncio.subprocess.PIPE, env={**os.environ, **(env or {})},
+        start_new_session=True,
     )
     try:
         while b"listening on" not in (line := await asyncio.wait_for(process.stderr.readline(), 30)):
             assert line, f"{name} exited before listening"
         yield Spawned(process, address, metrics_address)
     finally:
-        if process.returncode is None:
-            process.kill()
-            await process.wait()
+        with contextlib.suppress(ProcessLookupError):  # nothing of it is left
+            os.killpg(process.pid, signal.SIGKILL)
+        await asyncio.wait_for(process.wait(), 30)

@@ -3,6 +3,7 @@ by a real Prometheus that also evaluates every dashboard and alert query, and
 one JSON log line per request with no message text and no secrets."""
 
 import asyncio
+import contextlib
 import json
 import re
 import shutil
@@ -24,6 +25,7 @@ from turnout.v1 import generate_pb2_grpc
 
 ROOT = Path(__file__).parents[2]
 PROMETHEUS_INSTALL = "apt-get install -y --no-install-recommends prometheus"
+CALL_TIMEOUT = 10  # seconds for any one gRPC call: a gateway that stopped answering fails the test, never hangs it
 
 
 def _binary(name: str) -> str:
@@ -42,10 +44,14 @@ async def _traffic_until_both_workers_served(address: str, stderr: asyncio.Strea
         async with grpc.aio.insecure_channel(address) as channel:
             stub = generate_pb2_grpc.GenerateServiceStub(channel)
             for _ in range(3):
-                await collect(stub.Generate(ask(model="llama3.2:1b")))
+                await collect(stub.Generate(ask(model="llama3.2:1b"), timeout=CALL_TIMEOUT))
         sent += 3
         while logged < sent:
-            line = json.loads(await asyncio.wait_for(stderr.readline(), 10))
+            raw = await asyncio.wait_for(stderr.readline(), 10)
+            assert raw, "the gateway's processes all exited"
+            if not raw.startswith(b"{"):
+                continue  # gRPC's own log lines
+            line = json.loads(raw)
             if line["message"] == "request":
                 logged += 1
                 pids.add(line["pid"])
@@ -98,10 +104,11 @@ async def test_prometheus_scrapes_one_view_of_two_workers(ollama, tmp_path):
             async with httpx.AsyncClient(base_url=f"http://{web}/api/v1") as api:
                 async def query(expr: str) -> dict:
                     for _ in range(200):
-                        try:
-                            return (await api.get("/query", params={"query": expr})).json()
-                        except httpx.TransportError:
-                            await asyncio.sleep(0.1)
+                        with contextlib.suppress(httpx.TransportError):
+                            answer = await api.get("/query", params={"query": expr})
+                            if answer.status_code != 503:  # 503: still starting
+                                return answer.json()
+                        await asyncio.sleep(0.1)
                     raise AssertionError("prometheus never answered")
 
                 deadline = time.monotonic() + 30
@@ -130,10 +137,11 @@ async def test_json_logs_have_one_line_per_request_and_no_text_or_secret(tmp_pat
         async with spawn(config, tmp_path, env={"CLOUD_KEY": SECRET}) as gateway:
             async with grpc.aio.insecure_channel(gateway.address) as channel:
                 stub = generate_pb2_grpc.GenerateServiceStub(channel)
-                await collect(stub.Generate(ask("my private question", model="gpt-4o-mini", metadata={"k": "v"})))
+                await collect(stub.Generate(ask("my private question", model="gpt-4o-mini", metadata={"k": "v"}),
+                                            timeout=CALL_TIMEOUT))
             gateway.process.send_signal(signal.SIGTERM)
-            stderr = (await gateway.process.stderr.read()).decode()
-            await gateway.process.wait()
+            stderr = (await asyncio.wait_for(gateway.process.stderr.read(), 20)).decode()
+            await asyncio.wait_for(gateway.process.wait(), 20)
     lines = [json.loads(line) for line in stderr.splitlines() if line.startswith("{")]
     requests = [line for line in lines if line["message"] == "request"]
     assert len(requests) == 1
