@@ -10,8 +10,9 @@ make scheduling matter, in scaled-down time, with no model at all.
   matches too (vLLM's automatic prefix caching; llama.cpp's slot cache behaves
   alike for a shared prefix).
 - Decode time per token grows with the number of requests decoding at once.
-- Models: at most `max_loaded` resident; a request for another one pays
-  `load_delay` and evicts the least recently used (Ollama-like).
+- Models: at most `max_loaded` in memory; a request for another one unloads
+  the least recently used to make room, then pays `load_delay` (Ollama-like;
+  requests already running on the unloaded model finish undisturbed).
 - Replies are a pure function of the prompt (`reply_for`), so a workload can
   write whole conversations, assistant turns included, before it starts.
 
@@ -137,8 +138,10 @@ class Engine:
         done = self._loading[model] = asyncio.get_running_loop().create_future()
         try:
             self.counters.model_loads += 1
+            while self.loaded and len(self.loaded) + len(self._loading) > self.profile.max_loaded:
+                self.loaded.popitem(last=False)  # unloaded first to make room, as Ollama does
             await asyncio.sleep(self.profile.load_delay)
-            while len(self.loaded) >= self.profile.max_loaded:
+            while len(self.loaded) >= self.profile.max_loaded:  # another load finished meanwhile
                 self.loaded.popitem(last=False)
             self.loaded[model] = None
         finally:
