@@ -1,6 +1,7 @@
 """The alert rules behave as intended on fixtures (`promtool test rules`):
 the caller's own deadlines and per-key limits never page as errors, a gateway
-that is not scraped and a route with no healthy target do. The dashboard
+that is not scraped and a route with no healthy target do, a saturated
+scheduler queue warns. The dashboard
 filters by instance and labels its rates with units."""
 
 import json
