@@ -22,7 +22,7 @@ import contextlib
 import json
 from dataclasses import asdict
 
-from bench.sim.engine import Engine
+from bench.sim.engine import BLOCK_TOKENS, Engine
 from tests.fakes import (
     TEXT,
     Reply,
@@ -127,8 +127,10 @@ class SimServer:
             case "GET", "/metrics" if self.personality in ("llamacpp", "vllm"):
                 await conn.respond(200, self._metrics().encode(), PROMETHEUS)
             case "GET", "/props" if self.personality == "llamacpp":
+                # llama.cpp caches a prompt per slot: the sim's cache, shared out over the slots, is each one's n_ctx.
+                n_ctx = engine.profile.cache_blocks * BLOCK_TOKENS // max(1, engine.total_slots)
                 await self._json(conn, {"total_slots": engine.total_slots, "model_path": engine.models[0],
-                                        "default_generation_settings": {"n_ctx": 4096}})
+                                        "default_generation_settings": {"n_ctx": n_ctx}})
             case "GET", "/slots" if self.personality == "llamacpp":
                 busy = engine.running
                 await self._json(conn, [{"id": i, "n_ctx": 4096, "is_processing": i < busy}
@@ -152,6 +154,8 @@ class SimServer:
             _metric("vllm:num_requests_running", "gauge", e.running, label),
             _metric("vllm:num_requests_waiting", "gauge", len(e.waiting), label),
             _metric("vllm:kv_cache_usage_perc", "gauge", usage, label),
+            _metric("vllm:cache_config_info", "gauge", 1,
+                    '{block_size="%d",num_gpu_blocks="%d"}' % (BLOCK_TOKENS, e.profile.cache_blocks)),
             _metric("vllm:prompt_tokens_total", "counter", c.prompt_tokens + c.cached_tokens, label),
             _metric("vllm:prefix_cache_queries_total", "counter", c.prompt_tokens + c.cached_tokens, label),
             _metric("vllm:prefix_cache_hits_total", "counter", c.cached_tokens, label),

@@ -92,7 +92,7 @@ class SchedulerConfig:
     redis_url: str = "redis://127.0.0.1:6379/0"
     poll_interval: float = 0.5
     lease_ttl: float = 15.0
-    prefix_blocks: int = 65_536
+    prefix_blocks: int = 16_384
 
 
 @dataclass(frozen=True, slots=True)

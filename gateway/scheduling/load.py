@@ -30,6 +30,7 @@ class BackendLoad:
         self.name = name
         self.configured_capacity = configured_capacity
         self.discovered_capacity: int | None = None
+        self.cache_tokens: int | None = None
         self.signal = "none"
         self.report: LoadReport | None = None
         self.report_time = 0.0

@@ -8,12 +8,18 @@ two learned rates (prefill seconds per token, seconds to load a cold model).
 `adaptive` estimates each endpoint's time to first token and takes the least:
 
     cost = expected wait for a slot            (0 when a slot is free)
-         + cold-load time                      (when the model is known not loaded)
+         + cold-load time x LOCALITY           (when the model is known not loaded)
          + prefill per token x uncached tokens (prompt tokens less the cached blocks)
+         + prefill per token x (LOCALITY - 1) x the cached tokens another target holds and this lacks
 
 so residency comes first (a load costs seconds), then the longest cached
-prefix, and cache affinity yields to load exactly when waiting for the cached
-backend costs more than the prefill it saves. Costs within TIE_FRACTION of the
+prefix, and cache affinity yields to load when waiting for the cached backend
+costs more than the prefill it saves. Work redone elsewhere counts LOCALITY
+times: a prompt computed again on a second backend also takes cache space
+there and pushes out other conversations' prefixes, and loading a model there
+evicts the model other requests were using, so leaving costs more than this
+request's own prefill or load (measured with bench-routing's tenants and
+models scenarios). Costs within TIE_FRACTION of the
 least (at least COST_QUANTUM) are equal — learned rates are noisy, and noise
 must not make a request wait — and ties go to an endpoint with a free slot,
 then to the least load relative to weight (running requests over weight, the
@@ -35,6 +41,7 @@ from gateway.scheduling.load import DEFAULT_LOAD_TIME, DEFAULT_PREFILL_PER_TOKEN
 
 COST_QUANTUM = 0.005
 TIE_FRACTION = 0.1
+LOCALITY = 3.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,10 +66,14 @@ class Endpoint:
         busy = max(self.in_flight, self.reported_busy or 0)
         return busy / self.target.weight
 
-    def cost(self, prompt_tokens: int, block_tokens: int) -> float:
+    def cost(self, prompt_tokens: int, block_tokens: int, best_cached: int = 0) -> float:
+        """Estimated seconds to first token; `best_cached` is the most blocks
+        any candidate holds: each block this one lacks of those counts
+        LOCALITY times (see adaptive)."""
         uncached = max(0, prompt_tokens - self.cached_blocks * block_tokens)
-        cold = self.load_time if self.resident is False else 0.0
-        return self.wait + cold + self.prefill_per_token * uncached
+        lost = max(0, best_cached - self.cached_blocks) * block_tokens
+        cold = LOCALITY * self.load_time if self.resident is False else 0.0
+        return self.wait + cold + self.prefill_per_token * (uncached + (LOCALITY - 1) * lost)
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,7 +97,8 @@ def adaptive(endpoints: Sequence[Endpoint], prompt_tokens: int, block_tokens: in
         return None
     n = len(endpoints)
     rotated = [endpoints[(turn + i) % n] for i in range(n)]
-    costs = {id(e): e.cost(prompt_tokens, block_tokens) for e in rotated}
+    best_cached = max(e.cached_blocks for e in rotated)
+    costs = {id(e): e.cost(prompt_tokens, block_tokens, best_cached) for e in rotated}
     least = min(costs.values())
     margin = max(COST_QUANTUM, TIE_FRACTION * least)
     ties = [e for e in rotated if costs[id(e)] <= least + margin]

@@ -20,7 +20,7 @@ import asyncio
 import json
 import logging
 import time
-from typing import Awaitable, Callable, Mapping, Sequence
+from typing import Any, Awaitable, Callable, Mapping, Sequence, TypeVar
 
 import httpx
 
@@ -33,6 +33,7 @@ from gateway.scheduling.slots import MemorySlots, RedisSlots
 from gateway.scheduling.signals import (
     LoadReport,
     SignalError,
+    llamacpp_cache_tokens,
     llamacpp_metrics,
     llamacpp_slots,
     llamacpp_total_slots,
@@ -42,13 +43,14 @@ from gateway.scheduling.signals import (
 
 log = logging.getLogger("turnout")
 REDETECT = 30.0
+T = TypeVar("T")
 
 
-def _parsed(parse: Callable[[str], LoadReport], text: str | None) -> LoadReport | None:
-    if text is None:
+def _parsed(parse: Callable[[Any], T], data: Any) -> T | None:
+    if data is None:
         return None
     try:
-        return parse(text)
+        return parse(data)
     except SignalError:
         return None
 
@@ -114,6 +116,8 @@ class LoadPoller:
         if report is None:
             return
         load.update(report, self._slots.held(name), self._clock())
+        if report.cache_tokens is not None:
+            load.cache_tokens = report.cache_tokens
         load.signal = self._signal[name]
         for state, value in (("running", report.running), ("waiting", report.waiting)):
             if value is not None:
@@ -149,9 +153,13 @@ class LoadPoller:
 
     async def _discover_capacity(self, name: str) -> None:
         load = self._loads[name]
+        props = await self._get(name, "/props", json.loads)
+        if props is None:
+            return
+        load.cache_tokens = _parsed(llamacpp_cache_tokens, props) or load.cache_tokens
         if load.configured_capacity is not None:
             return
-        total = await self._get(name, "/props", lambda text: llamacpp_total_slots(json.loads(text)))
+        total = _parsed(llamacpp_total_slots, props)
         if total is not None and total != load.discovered_capacity:
             load.discovered_capacity = total
             self._metrics.backend_capacity.labels(name).set(total)

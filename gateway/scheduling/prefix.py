@@ -12,7 +12,9 @@ its whole history hash alike.
 
 PrefixIndex remembers, per backend and model, the block hashes of the prompts it served
 recently (and of the prompt extended by the answer, which the next turn
-starts with) in an LRU bounded by `blocks_per_endpoint`. The match for a
+starts with) in an LRU as large as the server's cache when it says (llama.cpp
+/props, vLLM cache_config_info), else `blocks_per_endpoint`: an index larger
+than the real cache believes in prefixes the server has already evicted. The match for a
 backend is the number of leading blocks of a prompt it holds: the part a
 server with a prompt cache will not compute again.
 """
@@ -81,20 +83,22 @@ class PrefixIndex:
                 high = middle - 1
         return low
 
-    def record(self, key: str, hashes: Sequence[bytes]) -> None:
+    def record(self, key: str, hashes: Sequence[bytes], capacity: int | None = None) -> None:
+        """Remembers a served prompt; `capacity` (blocks) is the server's own
+        cache size when it said, else `blocks_per_endpoint`."""
         held = self._blocks.setdefault(key, OrderedDict())
         for block in reversed(hashes):
             held[block] = None
             held.move_to_end(block)
-        while len(held) > self._capacity:
+        while len(held) > (capacity or self._capacity):
             held.popitem(last=False)
 
     async def lookup(self, keys: Sequence[str], hashes: Sequence[bytes]) -> list[int]:
         """`match` for several endpoints at once (the interface RedisPrefixIndex shares)."""
         return [self.match(key, hashes) for key in keys]
 
-    async def remember(self, key: str, hashes: Sequence[bytes]) -> None:
-        self.record(key, hashes)
+    async def remember(self, key: str, hashes: Sequence[bytes], capacity: int | None = None) -> None:
+        self.record(key, hashes, capacity)
 
     async def close(self) -> None:
         pass

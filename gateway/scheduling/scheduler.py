@@ -176,13 +176,15 @@ class Scheduler:
 
     def completed(self, admission: Admission, hashes: tuple[bytes, ...]) -> None:
         """Remembers the prompt extended by the answer: the next turn starts with it."""
-        self._remember(endpoint_key(admission.target), hashes)
+        self._remember(admission.target, hashes)
 
-    def _remember(self, key: str, hashes: tuple[bytes, ...]) -> None:
+    def _remember(self, target: Target, hashes: tuple[bytes, ...]) -> None:
         """Records in the background: a shared index costs the stream no round trip."""
         if not hashes:
             return
-        task = asyncio.create_task(self.index.remember(key, hashes))
+        cache_tokens = self.loads[target.backend].cache_tokens
+        capacity = cache_tokens // BLOCK_TOKENS if cache_tokens else None
+        task = asyncio.create_task(self.index.remember(endpoint_key(target), hashes, capacity))
         self._recording.add(task)
         task.add_done_callback(self._recording.discard)
 
@@ -324,7 +326,7 @@ class Scheduler:
         load = self.loads[lease.backend]
         load.begin(lease.id, now)
         load.sent(endpoint.target.model, now)
-        self._remember(endpoint_key(endpoint.target), prompt.hashes)
+        self._remember(endpoint.target, prompt.hashes)
         self._metrics.queue_wait.labels(route.name).observe(now - arrived)
         if route.adaptive:
             self._metrics.prefix_affinity.labels(route.name, "hit" if endpoint.cached_blocks else "miss").inc()

@@ -52,7 +52,7 @@ class RedisPrefixIndex:
             counts.append(count)
         return counts
 
-    async def remember(self, key: str, hashes: Sequence[bytes]) -> None:
+    async def remember(self, key: str, hashes: Sequence[bytes], capacity: int | None = None) -> None:
         if not hashes:
             return
         now = time.time() * 1000
@@ -60,7 +60,7 @@ class RedisPrefixIndex:
         try:
             async with self._redis.pipeline(transaction=False) as pipe:
                 pipe.zadd(name, {block: now + (len(hashes) - i) / 1000 for i, block in enumerate(hashes)})
-                pipe.zremrangebyrank(name, 0, -self._capacity - 1)
+                pipe.zremrangebyrank(name, 0, -(capacity or self._capacity) - 1)
                 pipe.pexpire(name, KEEP_FOR_MS)
                 await pipe.execute()
         except redis.exceptions.RedisError as exc:

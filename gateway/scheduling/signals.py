@@ -4,10 +4,11 @@ says about itself (SPEC §4b) into one LoadReport.
 - llama.cpp `/metrics` (Prometheus text, with --metrics): requests_processing
   (running), requests_deferred (waiting), kv_cache_usage_ratio when present;
   `/slots` (JSON list, with --slots): slots whose `is_processing` is true;
-  `/props`: `total_slots`, the server's capacity.
+  `/props`: `total_slots`, the server's capacity, and each slot's n_ctx.
 - vLLM `/metrics`: vllm:num_requests_running, vllm:num_requests_waiting,
   vllm:kv_cache_usage_perc (vllm:gpu_cache_usage_perc before v0.10), summed
-  over the `model_name` label sets.
+  over the `model_name` label sets; the KV-cache size from
+  vllm:cache_config_info's labels.
 - Ollama `/api/ps`: the models loaded in memory now (no queue figures: Ollama
   does not expose them).
 
@@ -28,6 +29,7 @@ LLAMACPP_KV = "llamacpp:kv_cache_usage_ratio"
 VLLM_RUNNING = "vllm:num_requests_running"
 VLLM_WAITING = "vllm:num_requests_waiting"
 VLLM_KV = ("vllm:kv_cache_usage_perc", "vllm:gpu_cache_usage_perc")
+VLLM_CACHE_INFO = "vllm:cache_config_info"
 
 
 class SignalError(ValueError):
@@ -40,6 +42,7 @@ class LoadReport:
     waiting: int | None = None
     kv_usage: float | None = None
     loaded_models: frozenset[str] | None = None
+    cache_tokens: int | None = None
 
     @property
     def busy(self) -> int | None:
@@ -87,14 +90,38 @@ def vllm_metrics(text: str) -> LoadReport:
         raise SignalError("no vllm: request gauges in /metrics")
     kv = next((samples[name] for name in VLLM_KV if name in samples), None)
     return LoadReport(
-        running=_count(samples.get(VLLM_RUNNING)), waiting=_count(samples.get(VLLM_WAITING)), kv_usage=kv
+        running=_count(samples.get(VLLM_RUNNING)), waiting=_count(samples.get(VLLM_WAITING)), kv_usage=kv,
+        cache_tokens=_vllm_cache_tokens(text),
     )
+
+
+def _vllm_cache_tokens(text: str) -> int | None:
+    """KV-cache size from vLLM's `vllm:cache_config_info` labels (num_gpu_blocks x block_size)."""
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == VLLM_CACHE_INFO:
+                try:
+                    return int(sample.labels["num_gpu_blocks"]) * int(sample.labels["block_size"])
+                except (KeyError, ValueError):
+                    return None
+    return None
 
 
 def llamacpp_slots(data: object) -> LoadReport:
     if not isinstance(data, list) or not all(isinstance(slot, dict) for slot in data):
         raise SignalError("/slots is not a list of slot objects")
     return LoadReport(running=sum(1 for slot in data if slot.get("is_processing")))
+
+
+def llamacpp_cache_tokens(data: object) -> int | None:
+    """Prompt-cache size from llama.cpp's /props: each slot keeps its own
+    context of `default_generation_settings.n_ctx` tokens."""
+    total = llamacpp_total_slots(data)
+    settings = data.get("default_generation_settings") if isinstance(data, dict) else None
+    n_ctx = settings.get("n_ctx") if isinstance(settings, dict) else None
+    if total is None or not isinstance(n_ctx, int) or isinstance(n_ctx, bool) or n_ctx <= 0:
+        return None
+    return total * n_ctx
 
 
 def llamacpp_total_slots(data: object) -> int | None:

@@ -7,6 +7,7 @@ import pytest
 from gateway.scheduling.signals import (
     LoadReport,
     SignalError,
+    llamacpp_cache_tokens,
     llamacpp_metrics,
     llamacpp_slots,
     llamacpp_total_slots,
@@ -132,3 +133,18 @@ def test_busy_is_unknown_only_when_nothing_was_reported():
 def test_a_count_that_is_not_finite_is_a_signal_error():
     with pytest.raises(SignalError):
         llamacpp_metrics(LLAMACPP_METRICS.replace("llamacpp:requests_deferred 3", "llamacpp:requests_deferred +Inf"))
+
+
+def test_llamacpp_props_give_the_prompt_cache_size_of_all_slots():
+    props = {"total_slots": 2, "default_generation_settings": {"n_ctx": 4096}}
+    assert llamacpp_cache_tokens(props) == 8192
+    assert llamacpp_cache_tokens({"total_slots": 2}) is None
+
+
+def test_vllm_cache_config_info_gives_the_kv_cache_size():
+    info = ('# HELP vllm:cache_config_info Information of the LLMEngine CacheConfig\n'
+            '# TYPE vllm:cache_config_info gauge\n'
+            'vllm:cache_config_info{block_size="16",cache_dtype="auto",gpu_memory_utilization="0.9",'
+            'num_gpu_blocks="27000",num_cpu_blocks="2048"} 1.0\n')
+    assert vllm_metrics(VLLM_METRICS + info).cache_tokens == 432_000
+    assert vllm_metrics(VLLM_METRICS).cache_tokens is None
