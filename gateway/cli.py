@@ -26,9 +26,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     config = _load_config(args.config)
     overrides = {"listen": args.listen, "metrics_listen": args.metrics_listen, "workers": args.workers}
-    config = dataclasses.replace(config, **{k: v for k, v in overrides.items() if v is not None})
+    overrides = {k: v for k, v in overrides.items() if v is not None}
+    config = dataclasses.replace(config, **overrides)
     logs.configure(args.log_level or config.logging.level, config.logging.format)
-    return serve(config)
+    return serve(config, args.config, overrides)
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:

@@ -74,6 +74,10 @@ class Guard(grpc.aio.ServerInterceptor):
             return self._wrap_streaming_requests(handler, details)
         return self._wrap(handler, details)
 
+    def use_keys(self, keys: KeyRing) -> None:
+        """The keys for every call from now on (a config reload)."""
+        self._keys = keys
+
     def _key(self, details: grpc.HandlerCallDetails) -> ApiKey | None:
         """The caller's key; raises for a missing, unknown or under-privileged one."""
         if not self._keys.enabled:

@@ -14,6 +14,7 @@
 | turnout_backend_up                     | gauge     | backend                     | 1/0 from the last health probe |
 | turnout_route_healthy_targets          | gauge     | route                       | targets of a configured route on a backend that takes traffic, after each probe round |
 | turnout_tokens_total                   | counter   | backend, model, kind        | tokens the backend reported (prompt, completion) |
+| turnout_config_reloads_total          | counter   | result                      | once per SIGHUP reload (ok, error) |
 | turnout_build_info                     | gauge     | version                     | always 1                     |
 | turnout_key_requests_total             | counter   | key, code                   | once per Generate/Complete/Embed, by API key name ("none" without auth) |
 | turnout_key_streams_in_flight          | gauge     | key                         | generations holding one of the key's concurrency slots |
@@ -133,6 +134,10 @@ class Metrics:
         self.prefix_affinity = Counter(
             "turnout_prefix_affinity", "Adaptive choices of a target that holds part of the prompt (hit) or none",
             ["route", "result"], registry=registry,
+        )
+        self.config_reloads = Counter(
+            "turnout_config_reloads", "SIGHUP config reloads, by result (ok, error: the file was invalid)",
+            ["result"], registry=registry,
         )
         self.build_info = Gauge(
             "turnout_build_info", "Always 1; the version label says which build runs",

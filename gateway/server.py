@@ -31,6 +31,7 @@ from gateway.errors import BackendError
 from gateway.guard import Guard
 from gateway.metrics import Metrics
 from gateway.tracing import Tracing
+from gateway.reload import Reloader
 from gateway.workers import serve_workers
 from gateway.route_health import record_route_health
 from gateway.routing.router import Router
@@ -173,6 +174,7 @@ class Gateway:
         )
         self.port = 0
         self.tls = TlsCredentials(config.tls) if config.tls.enabled else None
+        self.guard = Guard(KeyRing(config.api_keys), self.metrics)
         self.store: SessionStore | None = None
         self._health_checks: asyncio.Task[None] | None = None
 
@@ -188,7 +190,7 @@ class Gateway:
         and starts serving."""
         self.health = health.aio.HealthServicer()
         self.server = grpc.aio.server(
-            interceptors=[i for i in (self.tracing.interceptor(), Guard(KeyRing(self.config.api_keys), self.metrics)) if i],
+            interceptors=[i for i in (self.tracing.interceptor(), self.guard) if i],
             options=[
                 ("grpc.max_receive_message_length", self.config.limits.max_request_bytes),
                 ("grpc.so_reuseport", 1 if self.config.workers > 1 else 0),
@@ -278,7 +280,7 @@ def split_address(address: str) -> tuple[str, int]:
     return host.strip("[]") or "0.0.0.0", int(port)
 
 
-async def run_until_signalled(gateway: Gateway) -> None:
+async def run_until_signalled(gateway: Gateway, reload: Callable[[], None] | None = None) -> None:
     """Starts the gateway, waits for SIGTERM or SIGINT, then drains it."""
     port = await gateway.start()
     config = gateway.config
@@ -288,22 +290,23 @@ async def run_until_signalled(gateway: Gateway) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stopping.set)
-    if gateway.tls is not None:
-        loop.add_signal_handler(signal.SIGHUP, gateway.tls.reload)
+    loop.add_signal_handler(signal.SIGHUP, reload or Reloader(gateway, None))
     await stopping.wait()
     log.info("draining: refusing new calls, %.0fs grace for in-flight streams", config.shutdown_grace)
     await gateway.stop()
     log.info("stopped")
 
 
-def serve(config: Config) -> int:
-    """`turnout serve`: one process, or `workers` processes sharing the port."""
+def serve(config: Config, path: str | None = None, overrides: dict[str, object] | None = None) -> int:
+    """`turnout serve`: one process, or `workers` processes sharing the port.
+    `path` is the config file SIGHUP re-reads (with `overrides` applied)."""
     if config.workers > 1:
-        return serve_workers(config)
+        return serve_workers(config, path, overrides)
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)  # until the loop's reload handler replaces it
     gateway = Gateway(config)
     metrics_server, _ = start_http_server(*reversed(split_address(config.metrics_listen)), registry=gateway.registry)
     try:
-        asyncio.run(run_until_signalled(gateway))
+        asyncio.run(run_until_signalled(gateway, Reloader(gateway, path, overrides)))
     finally:
         metrics_server.shutdown()
     return 0

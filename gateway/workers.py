@@ -8,7 +8,7 @@ made, and the parent alone serves the metrics port, aggregating them
 (counters and histograms summed; gauges as each declares). On SIGTERM or
 SIGINT the parent forwards the signal, each worker drains with its grace
 period, and the parent exits 0 once all have exited 0. SIGHUP is forwarded
-too (workers re-read their TLS certificate). However the parent ends (an
+too (each worker reloads its config: gateway/reload.py). However the parent ends (an
 exception, SIGKILL), no worker outlives it: the parent stops its workers on
 every way out, and each worker drains as on SIGTERM once its parent is gone.
 
@@ -52,15 +52,17 @@ def _forward(processes: list, sig: int) -> None:
                 os.kill(process.pid, sig)
 
 
-def _worker(config: Config) -> None:
+def _worker(config: Config, path: str | None, overrides: dict[str, object] | None) -> None:
+    from gateway.reload import Reloader
     from gateway.server import Gateway, run_until_signalled
 
     _exit_with_parent()
     logs.configure(config.logging.level, config.logging.format)
-    asyncio.run(run_until_signalled(Gateway(config)))
+    gateway = Gateway(config)
+    asyncio.run(run_until_signalled(gateway, Reloader(gateway, path, overrides)))
 
 
-def serve_workers(config: Config) -> int:
+def serve_workers(config: Config, path: str | None = None, overrides: dict[str, object] | None = None) -> int:
     from prometheus_client import CollectorRegistry, multiprocess, start_http_server
 
     from gateway.server import split_address
@@ -73,15 +75,16 @@ def serve_workers(config: Config) -> int:
         multiprocess.MultiProcessCollector(registry, path=directory)
         metrics_server, _ = start_http_server(*reversed(split_address(config.metrics_listen)), registry=registry)
         context = multiprocessing.get_context("spawn")
-        processes = [context.Process(target=_worker, args=(config,), name=f"turnout-worker-{i}")
+        processes = [context.Process(target=_worker, args=(config, path, overrides), name=f"turnout-worker-{i}")
                      for i in range(config.workers)]
         stop = threading.Event()
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, lambda *_: stop.set())
-        signal.signal(signal.SIGHUP, lambda *_: _forward(processes, signal.SIGHUP))
+        signal.signal(signal.SIGHUP, signal.SIG_IGN)  # inherited: a worker ignores SIGHUP until it can reload
         try:
             for process in processes:
                 process.start()
+            signal.signal(signal.SIGHUP, lambda *_: _forward(processes, signal.SIGHUP))
             log.info("turnout started %d workers on %s; metrics on %s", config.workers, config.listen,
                      config.metrics_listen)
             while not stop.is_set() and all(p.is_alive() for p in processes):
