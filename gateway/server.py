@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+import socket
 import threading
 import time
 from pathlib import Path
@@ -297,9 +298,30 @@ async def run_until_signalled(gateway: Gateway, reload: Callable[[], None] | Non
     log.info("stopped")
 
 
+class ListenError(OSError):
+    """The listen address is taken: one readable line, not a traceback."""
+
+
+def claim_port(listen: str) -> None:
+    """Fails when anything listens on `listen` already. Checked with a plain
+    bind (no SO_REUSEPORT) before gRPC binds with it, so a second `turnout
+    serve` on a served port refuses to start instead of silently taking a
+    share of its connections."""
+    host, port = split_address(listen)
+    if port == 0:
+        return
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError as exc:
+            raise ListenError(f"cannot listen on {listen}: {exc.strerror} (is another turnout serving it?)") from None
+
+
 def serve(config: Config, path: str | None = None, overrides: dict[str, object] | None = None) -> int:
     """`turnout serve`: one process, or `workers` processes sharing the port.
     `path` is the config file SIGHUP re-reads (with `overrides` applied)."""
+    claim_port(config.listen)
     if config.workers > 1:
         return serve_workers(config, path, overrides)
     signal.signal(signal.SIGHUP, signal.SIG_IGN)  # until the loop's reload handler replaces it

@@ -148,3 +148,16 @@ async def test_chat_reports_bad_backend_options_plainly(served):
     code, out, err = await run("chat", "--gateway", address, "--options", "num_ctx=1", "hi")
     assert code == 1 and out == ""
     assert err.startswith("error: INVALID_ARGUMENT: backend_options: is not valid JSON")
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+async def test_a_second_serve_on_a_served_port_refuses_in_one_line(ollama, tmp_path, workers):
+    config = f"workers: {workers}\nsessions: {{store: memory}}\nbackends:\n  - {{name: local, kind: ollama, url: '{ollama.url}'}}\n"
+    async with spawn(config, tmp_path) as first:
+        second = tmp_path / "second.yaml"
+        second.write_text((tmp_path / "turnout.yaml").read_text().replace(first.metrics_address, "127.0.0.1:0"))
+        code, _, err = await run("serve", "--config", str(second))
+        assert first.process.returncode is None
+    assert code == 1
+    assert err.strip().splitlines() == [f"error: cannot listen on {first.address}: Address already in use "
+                                        "(is another turnout serving it?)"]
