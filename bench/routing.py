@@ -112,7 +112,7 @@ async def replay(address: str, scenario: Scenario, strategy: str, requests: list
     async def one(i: int, r: Request) -> dict:
         await asyncio.sleep(max(0.0, start + r.at - time.perf_counter()))
         message = generate_pb2.GenerateRequest(
-            model=route_name(scenario, strategy, r.key),
+            model=route_name(scenario, strategy, r.key), session_id=r.session,
             messages=[generate_pb2.Message(role=ROLES[m["role"]], content=m["content"]) for m in r.messages])
         stub = stubs[i % CHANNELS]
         begin, backend, ttft = time.perf_counter(), "", None

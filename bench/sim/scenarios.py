@@ -1,4 +1,4 @@
-"""The four scenarios of `make bench-routing`: which simulated engines run,
+"""The scenarios of `make bench-routing`: which simulated engines run,
 the seeded workload, the TTFT objective, and turnout's config for each
 strategy — the same for every strategy but the `strategy` itself, except the
 hand-placed reference, which pins each tenant or model to one backend (or, with
@@ -56,14 +56,18 @@ def _engines(personality: str, profiles: list[Profile], models=("smol",), **extr
                  for i, p in enumerate(profiles))
 
 
-def _tenants() -> Scenario:
+def _tenants(sessions: bool = False) -> Scenario:
     llama = _engines("llamacpp", [replace(BASE, cache_blocks=320)] * 2)
     vllm = _engines("vllm", [replace(BASE, cache_blocks=320)] * 2, max_concurrency=2)
     engines = llama + vllm
     return Scenario(
-        "tenants", "8 tenants, 1.5k-token system prompts, 4-turn conversations with whole history; "
+        "sessions" if sessions else "tenants",
+        "as tenants, but each turn sends only its new messages with a session_id (turnout adds the history)"
+        if sessions else
+        "8 tenants, 1.5k-token system prompts, 4-turn conversations with whole history; "
         "4 engines x 2 slots (2 llama.cpp, 2 vLLM), cache fits ~3 tenants each, ~60% of pinned capacity",
-        engines, lambda: conversations(seed=11, tenants=8, system_tokens=1500, rate=16.0, seconds=12.0),
+        engines, lambda: conversations(seed=11, tenants=8, system_tokens=1500, rate=16.0, seconds=12.0,
+                                       sessions=sessions),
         slo=0.5, pins={f"t{i}": engines[i % 4].name for i in range(8)})
 
 
@@ -101,7 +105,7 @@ def _models() -> Scenario:
         slo=1.0, pins={m: engines[i].name for i, m in enumerate(models)}, keyed_routes=True)
 
 
-SCENARIOS = {s.name: s for s in (_tenants(), _burst(), _slots(), _models())}
+SCENARIOS = {s.name: s for s in (_tenants(), _tenants(sessions=True), _burst(), _slots(), _models())}
 
 
 def route_name(scenario: Scenario, strategy: str, key: str) -> str:

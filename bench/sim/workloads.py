@@ -23,6 +23,7 @@ class Request:
     key: str  # the tenant or model it belongs to (hand placement pins keys)
     messages: tuple[dict, ...]
     phase: str = ""
+    session: str = ""  # sent as session_id; then `messages` holds only this turn's new messages
 
 
 def _text(rng: random.Random, n_bytes: int) -> str:
@@ -42,10 +43,12 @@ def _arrivals(rng: random.Random, rate: float, start: float, end: float) -> list
 
 
 def conversations(seed: int, tenants: int, system_tokens: int, rate: float, seconds: float,
-                  turns: int = 4, think: float = 1.0, user_tokens: int = 30) -> list[Request]:
+                  turns: int = 4, think: float = 1.0, user_tokens: int = 30, sessions: bool = False) -> list[Request]:
     """Tenants, each with one long system prompt, start conversations in turn
     (Poisson, `rate` requests per second overall); each conversation sends `turns`
-    requests `think` seconds apart on average, each with the whole history."""
+    requests `think` seconds apart on average, each with the whole history —
+    or, with `sessions`, each with only its new messages and a turnout session
+    holding the rest."""
     rng = random.Random(seed)
     systems = [f"You are the assistant of tenant {i}. " + _text(rng, system_tokens * 4) for i in range(tenants)]
     requests = []
@@ -55,7 +58,11 @@ def conversations(seed: int, tenants: int, system_tokens: int, rate: float, seco
         at = start
         for _ in range(turns):
             history.append({"role": "user", "content": _text(rng, user_tokens * 4)})
-            requests.append(Request(at, f"t{tenant}", tuple(history)))
+            if sessions:
+                new = history if len(history) == 2 else history[-1:]
+                requests.append(Request(at, f"t{tenant}", tuple(new), session=f"conversation-{n}"))
+            else:
+                requests.append(Request(at, f"t{tenant}", tuple(history)))
             answer = "".join(reply_for(render(history), OUTPUT_TOKENS))
             history = history + [{"role": "assistant", "content": answer}]
             at += rng.expovariate(1 / think)
