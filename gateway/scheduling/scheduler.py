@@ -156,7 +156,7 @@ class Scheduler:
         it, or frees it."""
         now = self._clock()
         load = self.loads[admission.target.backend]
-        if ok:
+        if ok and admission.resident is not False:  # a cold load's wait says nothing of the slot time
             load.learn_service(now - admission.start)
         lease = admission.lease
         load.end(lease.id)
