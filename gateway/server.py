@@ -11,6 +11,7 @@ import socket
 import threading
 import time
 from pathlib import Path
+from collections.abc import Iterable
 from typing import Callable
 
 import grpc
@@ -253,12 +254,23 @@ class Gateway:
         self.catalog.update(backend, models)
 
     async def _check_forever(self) -> None:
+        """Probes every backend each `interval`, and the backends that are down
+        each `unhealthy_interval` in between."""
+        policy = self.config.health_check
+        loop = asyncio.get_running_loop()
+        next_all = loop.time() + policy.interval
         while True:
-            await asyncio.sleep(self.config.health_check.interval)
-            await self._probe_all()
+            down = [name for name in self.adapters if self.states[name].probed_up is False]
+            wake = min(next_all, loop.time() + policy.unhealthy_interval) if down else next_all
+            await asyncio.sleep(max(0.0, wake - loop.time()))
+            if loop.time() >= next_all:
+                next_all = loop.time() + policy.interval
+                await self._probe_all()
+            else:
+                await self._probe_all(down)
 
-    async def _probe_all(self) -> None:
-        await asyncio.gather(*(self.refresh(name) for name in self.adapters))
+    async def _probe_all(self, names: Iterable[str] | None = None) -> None:
+        await asyncio.gather(*(self.refresh(name) for name in (self.adapters if names is None else names)))
         record_route_health(self.metrics.route_healthy_targets, self.config.routes, self.states, time.monotonic())
 
     async def stop(self, grace: float | None = None) -> None:

@@ -322,8 +322,10 @@ def _health_check(s: Section) -> HealthCheckConfig:
     config = HealthCheckConfig(
         interval=s.duration("interval", defaults.interval),
         timeout=s.duration("timeout", defaults.timeout),
+        unhealthy_interval=s.duration("unhealthy_interval", defaults.unhealthy_interval),
     )
-    for name, value in (("interval", config.interval), ("timeout", config.timeout)):
+    for name in ("interval", "timeout", "unhealthy_interval"):
+        value = getattr(config, name)
         if value <= 0:
             raise s.error(name, "must be greater than 0")
     s.done()

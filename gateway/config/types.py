@@ -111,10 +111,13 @@ class RouteConfig:
 @dataclass(frozen=True, slots=True)
 class HealthCheckConfig:
     """Active probes: each backend's model list is read every `interval`;
-    success marks it up (and refreshes its models), failure marks it down."""
+    success marks it up (and refreshes its models), failure marks it down.
+    A backend that is down is probed every `unhealthy_interval` instead, so it
+    returns soon after it recovers (Envoy's `unhealthy_interval`)."""
 
     interval: float = 10.0
     timeout: float = 5.0
+    unhealthy_interval: float = 2.0
 
 
 @dataclass(frozen=True, slots=True)

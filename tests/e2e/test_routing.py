@@ -122,6 +122,21 @@ async def test_health_probe_marks_a_backend_down_and_up_again(pair):
         assert (await collect(c.generate.Generate(ask(model="r"))))[0].started.backend == "a"
 
 
+async def test_a_down_backend_is_probed_every_unhealthy_interval_not_every_interval(pair):
+    a, b = pair
+    await a.__aexit__(None, None, None)
+    extra = "health_check: {interval: 1h, timeout: 1s, unhealthy_interval: 50ms}\n"
+    async with serve(two_backends(a, b, route="strategy: priority", extra=extra)) as c:
+        assert (await _backends(c))["a"].state == model_pb2.BACKEND_STATE_DOWN
+        await a.__aenter__()
+
+        async def a_is_healthy():
+            return (await _backends(c))["a"].state == model_pb2.BACKEND_STATE_HEALTHY
+
+        await _until(a_is_healthy, limit=30.0)
+        assert (await collect(c.generate.Generate(ask(model="r"))))[0].started.backend == "a"
+
+
 async def test_first_token_timeout_moves_to_the_next_target_and_closes_the_slow_one(pair):
     slow, fast = pair
     slow.script(Hang())

@@ -49,6 +49,7 @@ def test_empty_file_gives_defaults():
     ("backends:\n  - {name: a, kind: openai, url: http://x, send_reasoning: yes please}", "backends[0].send_reasoning (line 2): must be bool"),
     ("backends:\n  - {name: a, kind: ollama, url: ftp://x}", "backends[0].url (line 2): must be an http"),
     ("backends:\n  - {name: a, kind: ollama, url: http://x, weight: 0}", "backends[0].weight (line 2): must be greater than 0"),
+    ("health_check: {unhealthy_interval: 0s}", "health_check.unhealthy_interval (line 1): must be greater than 0"),
     ("backends:\n  - {name: a, kind: openai, url: http://x, api_key: sk-literal}", "backends[0].api_key (line 2): must be an environment reference"),
     ("backends:\n  - {name: a, kind: openai, url: http://x, api_key: '${MISSING}'}", "environment variable MISSING is not set"),
     ("backends:\n  - {name: a, kind: ollama, url: http://x}\n  - {name: a, kind: ollama, url: http://y}", "backends[1].name (line 3): duplicate name 'a'"),
