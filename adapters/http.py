@@ -207,6 +207,7 @@ def error_for_status(
 
 
 ERROR_TEXT_LIMIT = 300
+DECODE_SLICE = 64 << 10
 DRAIN_TIMEOUT = 1.0
 
 
@@ -274,7 +275,12 @@ async def stream_events(
     end: Callable[[], list[StreamEvent]] = list,
 ) -> AsyncIterator[StreamEvent]:
     """POSTs `payload` and yields the events `decode` makes of each network
-    read, consecutive deltas of one read coalesced into one. Once `finished()`
+    read (at most DECODE_SLICE bytes at a time), consecutive deltas of one
+    slice coalesced into one. After each slice it yields to the event loop,
+    so an upstream that floods cannot keep other streams from running; and it
+    reads the upstream only when the caller took the previous events, so
+    what a slow caller has not taken yet waits in the socket (aiohttp stops
+    reading it past its buffer limit) rather than in memory. Once `finished()`
     the rest of the body is drained so the connection can be reused. When the
     body ends first, `end()` gives the decoder's last events; unless that
     finished the stream, it is a BackendProtocolError naming `terminator`.
@@ -285,13 +291,15 @@ async def stream_events(
             await raise_for_status(backend, response)
             chunks = response.aiter_bytes()
             async for data in chunks:
-                events = coalesce(decode(data))
-                if finished():
-                    await drain(chunks)
-                for event in events:
-                    yield event
-                if finished():
-                    return
+                for start in range(0, len(data), DECODE_SLICE):
+                    events = coalesce(decode(data[start : start + DECODE_SLICE]))
+                    if finished():
+                        await drain(chunks)
+                    for event in events:
+                        yield event
+                    if finished():
+                        return
+                    await asyncio.sleep(0)
             for event in end():
                 yield event
             if finished():

@@ -31,6 +31,8 @@ takes the next behaviour queued by `fake.script(...)`; with none queued it is
 - Garbage(*pieces): the pieces, then a line that is not JSON, then the end.
 - Hang(*pieces): the pieces, sets `fake.hung`, then waits until the client
   leaves or the fake stops.
+- Flood(piece, batch): content chunks of `piece`, `batch` to a write, as fast
+  as the client takes them, until it leaves (`fake.disconnected`) or the fake stops.
 
 Embedding requests (Ollama `POST /api/embed`, OpenAI `POST /v1/embeddings`)
 take a queued HttpError if that is next (or a Hang: set `fake.hung`, answer
@@ -135,6 +137,12 @@ class Garbage(_Pieces):
 
 class Hang(_Pieces):
     pass
+
+
+@dataclass(frozen=True)
+class Flood:
+    piece: str = "x" * 1024
+    batch: int = 64
 
 
 @dataclass(frozen=True)
@@ -356,6 +364,11 @@ class _Fake:
         behaviour = self._script.popleft() if self._script else Reply("Hello", " world")
         if isinstance(behaviour, HttpError):
             return await self._error(conn, behaviour.status, behaviour.message, behaviour.headers)
+        if isinstance(behaviour, Flood):
+            batch = stream.opening(Reply(*[behaviour.piece] * behaviour.batch))
+            while True:
+                await conn.stream(stream.ctype, batch, end=False)
+                await asyncio.sleep(0)
         await conn.stream(stream.ctype, stream.opening(behaviour), end=False)
         if isinstance(behaviour, (Hang, Gate)) or getattr(behaviour, "hold", False):
             self.hung.set()

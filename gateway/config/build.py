@@ -491,6 +491,7 @@ def _limits(s: Section) -> LimitsConfig:
         max_metadata_bytes=s.get("max_metadata_bytes", int, LimitsConfig().max_metadata_bytes, _positive),
         max_embed_inputs=s.get("max_embed_inputs", int, LimitsConfig().max_embed_inputs, _positive),
         max_embed_input_bytes=s.get("max_embed_input_bytes", int, LimitsConfig().max_embed_input_bytes, _positive),
+        max_response_bytes=s.get("max_response_bytes", int, LimitsConfig().max_response_bytes, _positive),
     )
     s.done()
     return config

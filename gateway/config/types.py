@@ -148,6 +148,7 @@ class LimitsConfig:
     max_metadata_bytes: int = 16 << 10
     max_embed_inputs: int = 2048
     max_embed_input_bytes: int = 256 << 10
+    max_response_bytes: int = 64 << 20
 
 
 @dataclass(frozen=True, slots=True)

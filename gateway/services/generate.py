@@ -17,7 +17,7 @@ from gateway.auth import current_key
 from gateway.config import LimitsConfig
 from gateway.dispatch import Completed, Dispatcher, GenerationEvent, Started, Trace
 from gateway.domain import Delta, ToolCall
-from gateway.errors import TurnoutError
+from gateway.errors import LimitExceeded, TurnoutError
 from gateway.metrics import NONE, Metrics
 from gateway.services import convert
 from gateway.services.session import session_id
@@ -67,11 +67,18 @@ class GenerateServicer(generate_pb2_grpc.GenerateServiceServicer):
         content: list[str] = []
         reasoning: list[str] = []
         calls: list[ToolCall] = []
+        sent = 0
         async with contextlib.aclosing(self._dispatcher.run(generation, deadline, outcome.trace)) as events:
             async for event in events:
                 if isinstance(event, Started):
                     started = event
                 elif isinstance(event, Delta):
+                    sent += delta_bytes(event)
+                    if sent > self._limits.max_response_bytes:
+                        raise LimitExceeded(
+                            f"the response passed limits.max_response_bytes ({self._limits.max_response_bytes} "
+                            "bytes); the upstream stream was closed"
+                        )
                     content.append(event.content)
                     reasoning.append(event.reasoning)
                     calls.extend(event.tool_calls)
@@ -122,6 +129,12 @@ class GenerateServicer(generate_pb2_grpc.GenerateServiceServicer):
         response.content = "".join(content)
         response.reasoning = "".join(reasoning)
         return response
+
+
+def delta_bytes(delta: Delta) -> int:
+    """The bytes of text a delta adds to the response (content, reasoning, tool calls)."""
+    size = len(delta.content.encode()) + len(delta.reasoning.encode())
+    return size + sum(len(c.id) + len(c.name) + len(c.arguments.encode()) for c in delta.tool_calls)
 
 
 class Outcome:
