@@ -298,12 +298,12 @@ async def run_until_signalled(gateway: Gateway, reload: Callable[[], None] | Non
     port = await gateway.start()
     config = gateway.config
     host = config.listen.rsplit(":", 1)[0]
-    log.info("turnout listening on %s:%d with backends %s", host, port, ", ".join(gateway.adapters) or "none")
     stopping = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stopping.set)
     loop.add_signal_handler(signal.SIGHUP, reload or Reloader(gateway, None))
+    log.info("turnout listening on %s:%d with backends %s", host, port, ", ".join(gateway.adapters) or "none")
     await stopping.wait()
     log.info("draining: refusing new calls, %.0fs grace for in-flight streams", config.shutdown_grace)
     await gateway.stop()

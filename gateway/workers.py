@@ -8,9 +8,12 @@ made, and the parent alone serves the metrics port, aggregating them
 (counters and histograms summed; gauges as each declares). On SIGTERM or
 SIGINT the parent forwards the signal, each worker drains with its grace
 period, and the parent exits 0 once all have exited 0. SIGHUP is forwarded
-too (each worker reloads its config: gateway/reload.py). However the parent ends (an
-exception, SIGKILL), no worker outlives it: the parent stops its workers on
-every way out, and each worker drains as on SIGTERM once its parent is gone.
+too (each worker reloads its config: gateway/reload.py). A worker that exits
+on its own (a crash, a SIGKILL) is started again after a backoff that doubles
+from 0.5 s to 30 s and resets once a worker has run for a minute; the others
+serve meanwhile. However the parent ends (an exception, SIGKILL), no worker
+outlives it: the parent stops its workers on every way out, and each worker
+drains as on SIGTERM once its parent is gone.
 
 Each worker keeps its own routing state (ejections, in-flight, affinity),
 as Envoy's worker threads do.
@@ -26,11 +29,15 @@ import os
 import signal
 import tempfile
 import threading
+import time
+from collections.abc import Callable
 
 from gateway import logs
 from gateway.config import Config
 
 log = logging.getLogger("turnout")
+
+FIRST_BACKOFF, MAX_BACKOFF, STABLE_AFTER = 0.5, 30.0, 60.0
 
 
 def _exit_with_parent() -> None:
@@ -62,6 +69,36 @@ def _worker(config: Config, path: str | None, overrides: dict[str, object] | Non
     asyncio.run(run_until_signalled(gateway, Reloader(gateway, path, overrides)))
 
 
+class _Slot:
+    """One worker's place: its current process, and when and how soon to
+    start it again after it exits on its own."""
+
+    def __init__(self, start: Callable[[], multiprocessing.process.BaseProcess]) -> None:
+        self._start = start
+        self.process = start()
+        self.started = time.monotonic()
+        self.backoff = FIRST_BACKOFF
+        self.restart_at: float | None = None
+
+    def supervise(self, directory: str) -> None:
+        """Notices an exited worker and schedules its restart; restarts it when due."""
+        from prometheus_client import multiprocess
+
+        now = time.monotonic()
+        if self.restart_at is None and not self.process.is_alive():
+            if now - self.started >= STABLE_AFTER:
+                self.backoff = FIRST_BACKOFF
+            multiprocess.mark_process_dead(self.process.pid, directory)
+            log.error("worker %s (pid %d) exited with code %s; restarting it in %.1fs",
+                      self.process.name, self.process.pid, self.process.exitcode, self.backoff)
+            self.restart_at = now + self.backoff
+            self.backoff = min(2 * self.backoff, MAX_BACKOFF)
+        elif self.restart_at is not None and now >= self.restart_at:
+            self.process = self._start()
+            self.started, self.restart_at = now, None
+            log.warning("worker %s restarted as pid %d", self.process.name, self.process.pid)
+
+
 def serve_workers(config: Config, path: str | None = None, overrides: dict[str, object] | None = None) -> int:
     from prometheus_client import CollectorRegistry, multiprocess, start_http_server
 
@@ -75,28 +112,42 @@ def serve_workers(config: Config, path: str | None = None, overrides: dict[str, 
         multiprocess.MultiProcessCollector(registry, path=directory)
         metrics_server, _ = start_http_server(*reversed(split_address(config.metrics_listen)), registry=registry)
         context = multiprocessing.get_context("spawn")
-        processes = [context.Process(target=_worker, args=(config, path, overrides), name=f"turnout-worker-{i}")
-                     for i in range(config.workers)]
+
+        def starter(i: int) -> Callable[[], multiprocessing.process.BaseProcess]:
+            def start() -> multiprocessing.process.BaseProcess:
+                process = context.Process(target=_worker, args=(config, path, overrides), name=f"turnout-worker-{i}")
+                handler = signal.signal(signal.SIGHUP, signal.SIG_IGN)  # inherited until the worker can reload
+                try:
+                    process.start()
+                finally:
+                    signal.signal(signal.SIGHUP, handler)
+                return process
+            return start
+
         stop = threading.Event()
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, lambda *_: stop.set())
-        signal.signal(signal.SIGHUP, signal.SIG_IGN)  # inherited: a worker ignores SIGHUP until it can reload
+        signal.signal(signal.SIGHUP, signal.SIG_IGN)
+        slots: list[_Slot] = []
         try:
-            for process in processes:
-                process.start()
-            signal.signal(signal.SIGHUP, lambda *_: _forward(processes, signal.SIGHUP))
+            for i in range(config.workers):
+                slots.append(_Slot(starter(i)))
+            signal.signal(signal.SIGHUP, lambda *_: _forward([slot.process for slot in slots], signal.SIGHUP))
             log.info("turnout started %d workers on %s; metrics on %s", config.workers, config.listen,
                      config.metrics_listen)
-            while not stop.is_set() and all(p.is_alive() for p in processes):
-                stop.wait(0.5)
+            while not stop.wait(0.2):
+                for slot in slots:
+                    slot.supervise(directory)
         finally:
+            processes = [slot.process for slot in slots]
             _forward([p for p in processes if p.is_alive()], signal.SIGTERM)
             codes = []
-            for process in processes:
-                if process.pid is not None:
-                    process.join()
+            for slot in slots:
+                process = slot.process
+                process.join()
+                if slot.restart_at is None:
                     multiprocess.mark_process_dead(process.pid, directory)
-                codes.append(process.exitcode)
+                    codes.append(process.exitcode)
         metrics_server.shutdown()
     failed = [code for code in codes if code != 0]
     if failed:
