@@ -32,6 +32,10 @@ class Answer:
     reasoning: str = ""
 
 
+FIRST_PAGE = 8
+"""Frames in the first page read for a context; each next page is twice the last."""
+
+
 class Conversations:
     def __init__(self, store: SessionStore, config: SessionsConfig) -> None:
         self._store = store
@@ -46,21 +50,27 @@ class Conversations:
             return new
         if session.owner != owner():
             raise NotFound(f"session {session_id!r} does not exist or has expired")
-        frames = await self._frames(session_id)
-        kept = trim(
-            session.system_prompt, [*frames_to_messages(frames), *new], self._config.max_turns,
-            self._config.max_tokens,
-        )
-        return tuple(kept)
+        return tuple(await self._trimmed(session_id, session.system_prompt, new))
 
-    async def _frames(self, session_id: str) -> list[FrameRecord]:
-        frames: list[FrameRecord] = []
-        token = ""
+    async def _trimmed(self, session_id: str, system_prompt: str, new: tuple[Message, ...]) -> list[Message]:
+        """trim() of the whole history + `new`, reading frames newest first in
+        pages that double from FIRST_PAGE, and stopping once the frames read
+        start a turn and trim already drops some of them: it would drop every
+        older turn too."""
+        newest_first: list[FrameRecord] = []
+        token, size = "", FIRST_PAGE
         while True:
-            page, token = await self._store.list_frames(session_id, 0, False, 0, token)
-            frames.extend(page)
+            page, token = await self._store.list_frames(session_id, 0, True, size, token)
+            newest_first.extend(page)
+            size *= 2
+            history = frames_to_messages(newest_first[::-1])
+            kept = trim(system_prompt, [*history, *new], self._config.max_turns, self._config.max_tokens)
             if not token:
-                return frames
+                return kept
+            whole_turns = bool(history) and history[0].role is Role.USER
+            offered = [m for m in history if not (system_prompt and m.role is Role.SYSTEM)]
+            if whole_turns and len(kept) - bool(system_prompt) < len(offered) + len(new):
+                return kept
 
     async def record(self, session_id: str, new: tuple[Message, ...], answer: Answer) -> None:
         frames = [
