@@ -82,17 +82,6 @@ class Plan:
         self._tried.add(target)
         self.attempt += 1
 
-    def next(self) -> Target | None:
-        """The next target by the route's strategy alone (no capacity)."""
-        pool = self.pool()
-        if not pool:
-            return None
-        tier = min(t.priority for t in pool)
-        target = self._route.strategy.pick([t for t in pool if t.priority == tier])
-        if target is not None:
-            self.take(target)
-        return target
-
 
 class Affinity:
     """Which target last served a session on a route, for routes with session

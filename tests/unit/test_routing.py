@@ -14,6 +14,12 @@ from gateway.config import RetryConfig
 from gateway.routing.router import Affinity, Plan, Route, Router
 from gateway.routing.state import BackendState, Health, OutlierPolicy, Target
 from gateway.routing.strategies import LeastUsed, PriorityOrder, SmoothWeightedRoundRobin
+from gateway.metrics import Metrics
+from gateway.scheduling.load import BackendLoad
+from gateway.scheduling.prefix import PrefixIndex
+from gateway.scheduling.scheduler import Prompt, Scheduler
+from gateway.scheduling.slots import MemorySlots
+from prometheus_client import CollectorRegistry
 
 A, B, C = Target("a", "m", 5), Target("b", "m", 1), Target("c", "m", 1)
 
@@ -72,49 +78,68 @@ def _states(*names):
     return {n: BackendState(n) for n in names}
 
 
+class _Attempts:
+    """A route's plan driven as the dispatcher drives it: each attempt takes the
+    plan's pool, the scheduler's choice (capacity unlimited here), and records it."""
+
+    def __init__(self, route: Route, plan: Plan) -> None:
+        self.route, self.plan = route, plan
+
+    async def next(self) -> Target | None:
+        pool = self.plan.pool()
+        if not pool:
+            return None
+        loads = {t.backend: BackendLoad(t.backend) for t in pool}
+        scheduler = Scheduler(loads, MemorySlots(), PrefixIndex(), Metrics(CollectorRegistry(), "test"))
+        admission = await scheduler.admit(self.route, pool, Prompt(), None)
+        await scheduler.release(admission, ok=True)
+        self.plan.take(admission.target)
+        return admission.target
+
+
 def _plan(targets, states, attempts=3, pinned=None, strategy=None):
     route = Route("r", tuple(targets), strategy or PriorityOrder(), RetryConfig(attempts=attempts), affinity=True)
-    return Plan(route, states, now=100.0, pinned=pinned)
+    return _Attempts(route, Plan(route, states, now=100.0, pinned=pinned))
 
 
 LOCAL, CLOUD = Target("local", "m", priority=0), Target("cloud", "m", priority=1)
 
 
-def test_plan_uses_best_tier_then_falls_to_the_next():
+async def test_plan_uses_best_tier_then_falls_to_the_next():
     plan = _plan([CLOUD, LOCAL], _states("local", "cloud"), attempts=2)
-    assert [plan.next(), plan.next(), plan.next()] == [LOCAL, CLOUD, None]
+    assert [await plan.next(), await plan.next(), await plan.next()] == [LOCAL, CLOUD, None]
 
 
-def test_plan_skips_an_ejected_tier():
+async def test_plan_skips_an_ejected_tier():
     states = _states("local", "cloud")
     states["local"].ejected_until = 200.0
-    assert _plan([LOCAL, CLOUD], states).next() == CLOUD
+    assert await _plan([LOCAL, CLOUD], states).next() == CLOUD
 
 
-def test_plan_skips_a_backend_whose_probe_failed():
+async def test_plan_skips_a_backend_whose_probe_failed():
     states = _states("local", "cloud")
     states["local"].record_probe(up=False)
-    assert _plan([LOCAL, CLOUD], states).next() == CLOUD
+    assert await _plan([LOCAL, CLOUD], states).next() == CLOUD
 
 
-def test_plan_panics_when_everything_is_out():
+async def test_plan_panics_when_everything_is_out():
     states = _states("a", "b")
     for s in states.values():
         s.record_probe(up=False)
     plan = _plan([Target("a", "m"), Target("b", "m")], states, attempts=2)
-    assert [t.backend for t in (plan.next(), plan.next())] == ["a", "b"]
+    assert [t.backend for t in (await plan.next(), await plan.next())] == ["a", "b"]
 
 
-def test_plan_retries_the_same_target_once_all_were_tried():
+async def test_plan_retries_the_same_target_once_all_were_tried():
     plan = _plan([LOCAL], _states("local"), attempts=3)
-    assert [plan.next(), plan.next(), plan.next(), plan.next()] == [LOCAL, LOCAL, LOCAL, None]
+    assert [await plan.next(), await plan.next(), await plan.next(), await plan.next()] == [LOCAL, LOCAL, LOCAL, None]
 
 
-def test_plan_starts_on_the_pinned_target_while_it_is_available():
+async def test_plan_starts_on_the_pinned_target_while_it_is_available():
     states = _states("local", "cloud")
-    assert _plan([LOCAL, CLOUD], states, pinned=CLOUD).next() == CLOUD
+    assert await _plan([LOCAL, CLOUD], states, pinned=CLOUD).next() == CLOUD
     states["cloud"].record_probe(up=False)
-    assert _plan([LOCAL, CLOUD], states, pinned=CLOUD).next() == LOCAL
+    assert await _plan([LOCAL, CLOUD], states, pinned=CLOUD).next() == LOCAL
 
 
 def test_affinity_remembers_per_route_and_session_and_forgets_the_oldest():
