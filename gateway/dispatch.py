@@ -231,7 +231,7 @@ class Dispatcher:
                 yield self._started(generation, route.name, target, plan.attempt)
                 answer: list[str] = []
                 while not isinstance(event, Finish):
-                    if isinstance(event, Delta):
+                    if route.adaptive and isinstance(event, Delta):  # kept only for the prefix index
                         answer.append(event.content)
                     yield event
                     event = await self._next_after_output(stream, target, state)

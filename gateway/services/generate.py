@@ -79,9 +79,10 @@ class GenerateServicer(generate_pb2_grpc.GenerateServiceServicer):
                             f"the response passed limits.max_response_bytes ({self._limits.max_response_bytes} "
                             "bytes); the upstream stream was closed"
                         )
-                    content.append(event.content)
-                    reasoning.append(event.reasoning)
-                    calls.extend(event.tool_calls)
+                    if generation.session_id:  # kept only to record the answer
+                        content.append(event.content)
+                        reasoning.append(event.reasoning)
+                        calls.extend(event.tool_calls)
                 elif generation.session_id and started is not None:  # Completed: record, then tell the caller
                     answer = Answer(
                         "".join(content), tuple(calls), started.backend, started.model, "".join(reasoning)
