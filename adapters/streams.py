@@ -4,6 +4,9 @@
 server-sent events following the WHATWG event-stream rules (OpenAI). Both take
 bytes in arbitrary chunks, so a line, or a UTF-8 character, may be split
 across any two `feed` calls. Modelled on httpx's `LineDecoder` and h11.
+Neither holds more than MAX_LINE bytes of one unfinished line (NDJSON) or
+event (SSE): past it the stream is malformed, so an upstream that never ends
+its line cannot fill memory.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from gateway.domain import Delta, StreamEvent
 from gateway.errors import BackendProtocolError
 
 _SNIPPET = 80
+MAX_LINE = 8 << 20  # bytes of one unfinished line or event; real ones are far smaller
 _LINE_END = re.compile(rb"\r\n|\r|\n")
 _ID_ALPHABET = string.ascii_lowercase + string.digits
 
@@ -49,6 +53,11 @@ def _snippet(line: bytes) -> str:
     return repr(text) + ("..." if len(line) > _SNIPPET else "")
 
 
+def _bounded(size: int) -> None:
+    if size > MAX_LINE:
+        raise StreamDecodeError(f"a line or event passed {MAX_LINE} bytes without ending")
+
+
 def _parse_json_line(line: bytes) -> object:
     try:
         return json.loads(line.decode("utf-8"))
@@ -66,10 +75,14 @@ class NDJSONDecoder:
         last_newline = data.rfind(b"\n")
         if last_newline < 0:
             self._buffer += data
+            _bounded(len(self._buffer))
             return []
         complete = bytes(self._buffer) + data[:last_newline]
         self._buffer = bytearray(data[last_newline + 1 :])
-        return [_parse_json_line(line) for line in complete.split(b"\n") if line.strip()]
+        _bounded(len(self._buffer))
+        lines = complete.split(b"\n")
+        _bounded(max(map(len, lines)))
+        return [_parse_json_line(line) for line in lines if line.strip()]
 
     def flush(self) -> list[object]:
         """Parses a final line that had no newline after it."""
@@ -98,6 +111,7 @@ class SSEDecoder:
         self._skip_lf = False
         self._first_line = True
         self._data: list[str] = []
+        self._data_size = 0
         self._event = ""
         self._last_id: str | None = None
 
@@ -109,6 +123,7 @@ class SSEDecoder:
         self._skip_lf = False
         if b"\n" not in data and b"\r" not in data:
             self._pending += data
+            _bounded(self._data_size + len(self._pending))
             return []
         buffer = bytes(self._pending) + data
         events: list[SSEEvent] = []
@@ -116,18 +131,20 @@ class SSEDecoder:
         for match in _LINE_END.finditer(buffer):
             if match.group() == b"\r" and match.end() == len(buffer):
                 self._skip_lf = True
+            _bounded(self._data_size + match.start() - start)
             event = self._line(buffer[start : match.start()])
             if event is not None:
                 events.append(event)
             start = match.end()
         self._pending = bytearray(buffer[start:])
+        _bounded(self._data_size + len(self._pending))
         return events
 
     def flush(self) -> list[SSEEvent]:
         """Ends the stream. Per the spec an event not closed by a blank line is
         discarded, so this never dispatches; it drops the unfinished event."""
         self._pending, self._skip_lf = bytearray(), False
-        self._data, self._event = [], ""
+        self._data, self._data_size, self._event = [], 0, ""
         return []
 
     def _line(self, raw: bytes) -> SSEEvent | None:
@@ -143,6 +160,7 @@ class SSEDecoder:
         value = value.removeprefix(" ")
         if name == "data":
             self._data.append(value)
+            self._data_size += len(raw)
         elif name == "event":
             self._event = value
         elif name == "id" and "\0" not in value:
@@ -151,7 +169,7 @@ class SSEDecoder:
 
     def _dispatch(self) -> SSEEvent | None:
         data, event = self._data, self._event
-        self._data, self._event = [], ""
+        self._data, self._data_size, self._event = [], 0, ""
         if not data:
             return None
         return SSEEvent(event=event or "message", data="\n".join(data), id=self._last_id)

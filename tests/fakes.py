@@ -33,6 +33,7 @@ takes the next behaviour queued by `fake.script(...)`; with none queued it is
   leaves or the fake stops.
 - Flood(piece, batch): content chunks of `piece`, `batch` to a write, as fast
   as the client takes them, until it leaves (`fake.disconnected`) or the fake stops.
+  With `line_end=False`: `piece` x `batch` bytes to a write, one line that never ends.
 
 Embedding requests (Ollama `POST /api/embed`, OpenAI `POST /v1/embeddings`)
 take a queued HttpError if that is next (or a Hang: set `fake.hung`, answer
@@ -143,6 +144,7 @@ class Hang(_Pieces):
 class Flood:
     piece: str = "x" * 1024
     batch: int = 64
+    line_end: bool = True
 
 
 @dataclass(frozen=True)
@@ -365,7 +367,10 @@ class _Fake:
         if isinstance(behaviour, HttpError):
             return await self._error(conn, behaviour.status, behaviour.message, behaviour.headers)
         if isinstance(behaviour, Flood):
-            batch = stream.opening(Reply(*[behaviour.piece] * behaviour.batch))
+            if behaviour.line_end:
+                batch = stream.opening(Reply(*[behaviour.piece] * behaviour.batch))
+            else:
+                batch = [behaviour.piece.encode() * behaviour.batch]
             while True:
                 await conn.stream(stream.ctype, batch, end=False)
                 await asyncio.sleep(0)

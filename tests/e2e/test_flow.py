@@ -1,6 +1,7 @@
 """Stream flow control: an upstream that sends as fast as it can is held to
 `limits.max_response_bytes` per stream, and is closed when a stream passes it;
-a stream keeps no copy of what it already sent."""
+a stream keeps no copy of what it already sent; a line that never ends is a
+malformed stream past MAX_LINE bytes."""
 
 import asyncio
 import tracemalloc
@@ -8,8 +9,9 @@ import tracemalloc
 import grpc
 import pytest
 
+from adapters.streams import MAX_LINE
 from tests.e2e.conftest import backends_yaml, serve
-from tests.e2e.helpers import ask
+from tests.e2e.helpers import ask, collect
 from tests.fakes import FakeOllama, Flood
 from turnout.v1 import generate_pb2
 
@@ -67,3 +69,18 @@ async def test_a_long_stream_keeps_no_copy_of_what_it_sent(ollama):
         finally:
             tracemalloc.stop()
     assert held < SENT_THROUGH // 4, f"{held / 2**20:.1f} MiB held after {received / 2**20:.1f} MiB sent"
+
+
+@pytest.mark.parametrize("kind", ["ollama", "openai"])
+async def test_an_upstream_line_that_never_ends_is_a_protocol_error_at_max_line(kind, ollama, openai):
+    """A flood with no line end: the decoder held it all (memory without bound,
+    and max_response_bytes never counted it since no delta was made)."""
+    fake = ollama if kind == "ollama" else openai
+    fake.script(*[Flood(line_end=False)] * 5)
+    config = backends_yaml(ollama) if kind == "ollama" else backends_yaml(openai=openai)
+    async with serve(config) as c:
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await collect(c.generate.Generate(ask(model="llama3.2:1b" if kind == "ollama" else "gpt-4o-mini"), timeout=60))
+        await asyncio.wait_for(fake.disconnected.wait(), 10)
+    assert caught.value.code() == grpc.StatusCode.UNAVAILABLE
+    assert f"sent a malformed stream: a line or event passed {MAX_LINE} bytes without ending" in caught.value.details()

@@ -2,11 +2,21 @@
 
 from __future__ import annotations
 
+import itertools
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from adapters.streams import NDJSONDecoder, SSEDecoder, SSEEvent, StreamDecodeError, coalesce, new_tool_call_id
+from adapters.streams import (
+    MAX_LINE,
+    NDJSONDecoder,
+    SSEDecoder,
+    SSEEvent,
+    StreamDecodeError,
+    coalesce,
+    new_tool_call_id,
+)
 from gateway.domain import Delta, Finish, FinishReason, ToolCall
 
 NDJSON = (
@@ -162,3 +172,37 @@ def test_coalesce_merges_consecutive_deltas_and_keeps_the_finish_apart():
 
 def test_coalesce_of_nothing_or_one_event_is_unchanged():
     assert coalesce([]) == [] and coalesce([Delta("x")]) == [Delta("x")]
+
+
+def refused_after(decoder: NDJSONDecoder | SSEDecoder, first: bytes, piece: bytes) -> int:
+    """Bytes fed (`first`, then `piece` again and again) before the decoder
+    refused them; fails if it took twice MAX_LINE without refusing."""
+    fed = 0
+    with pytest.raises(StreamDecodeError, match=f"passed {MAX_LINE} bytes without ending"):
+        for chunk in itertools.chain([first], itertools.repeat(piece, 2 * MAX_LINE // len(piece))):
+            decoder.feed(chunk)
+            fed += len(chunk)
+    return fed
+
+
+@pytest.mark.parametrize("decoder", [NDJSONDecoder, SSEDecoder])
+def test_a_line_that_never_ends_is_refused_at_max_line(decoder) -> None:
+    assert refused_after(decoder(), b'data: {"a":"', b"x" * 65536) <= MAX_LINE
+
+
+@pytest.mark.parametrize("decoder", [NDJSONDecoder, SSEDecoder])
+def test_a_line_past_max_line_within_one_feed_is_refused(decoder) -> None:
+    assert refused_after(decoder(), b"x" * (MAX_LINE + 1) + b"\n\n", b"\n") == 0
+
+
+def test_sse_an_event_whose_data_lines_never_end_it_is_refused_at_max_line() -> None:
+    assert refused_after(SSEDecoder(), b"", b"data: " + b"x" * 1024 + b"\n") <= MAX_LINE * 1031 // 1030
+
+
+@pytest.mark.parametrize("decoder", [NDJSONDecoder, SSEDecoder])
+def test_lines_and_events_just_under_max_line_pass(decoder) -> None:
+    body = b"x" * (MAX_LINE - 20)
+    line = b'{"a":"' + body + b'"}\n' if decoder is NDJSONDecoder else b"data: " + body + b"\n\n"
+    whole = decoder()
+    parsed = [item for i in range(0, 2 * len(line), 65536) for item in whole.feed((line * 2)[i : i + 65536])]
+    assert len(parsed) == 2
