@@ -43,6 +43,8 @@ most recent probe).
 
 from __future__ import annotations
 
+import os
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 NONE = "none"
@@ -150,3 +152,16 @@ class Metrics:
         backend before its first request."""
         for backend in backends:
             self.in_flight.labels(backend)
+
+    def forget(self, backends: list[str], routes: list[str]) -> None:
+        """Drops the health and capacity series of backends and routes a
+        config reload removed, so no alert keeps reading their last value.
+        prometheus-client cannot drop a series in multiprocess mode (workers):
+        there they stay until a restart."""
+        if "PROMETHEUS_MULTIPROC_DIR" in os.environ:
+            return
+        for backend in backends:
+            for gauge in (self.backend_up, self.backend_capacity):
+                gauge.remove(backend)
+        for route in routes:
+            self.route_healthy_targets.remove(route)

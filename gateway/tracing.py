@@ -118,6 +118,10 @@ class Tracing:
         self._provider.add_span_processor(BatchSpanProcessor(exporter(config)))
         self._tracer = self._provider.get_tracer("turnout", __version__)
 
+    def know_backends(self, backends: Iterable[BackendConfig]) -> None:
+        """Adds the server address of backends a config reload brought."""
+        self._servers = {**self._servers, **{b.name: _server(b.url) for b in backends}}
+
     def interceptor(self) -> RpcSpans | None:
         return RpcSpans(self._tracer, self._metadata) if self.enabled else None
 

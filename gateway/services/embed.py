@@ -5,13 +5,13 @@ from __future__ import annotations
 import contextlib
 import time
 import uuid
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 import grpc
 
 from gateway.auth import current_key
 from gateway.config import LimitsConfig
-from gateway.dispatch import Completed, Dispatcher, Started
+from gateway.dispatch import Completed, Started
 from gateway.domain import Embeddings
 from gateway.embedding import Embedding
 from gateway.errors import InvalidRequest
@@ -20,6 +20,9 @@ from gateway.services.controls import backend_options
 from gateway.services.convert import metadata
 from gateway.services.generate import Outcome
 from turnout.v1 import embedding_pb2, embedding_pb2_grpc
+
+if TYPE_CHECKING:
+    from gateway.runtime import Runtime, Runtimes
 
 
 def to_embedding(request: embedding_pb2.EmbedRequest, limits: LimitsConfig, request_id: str) -> Embedding:
@@ -56,14 +59,12 @@ def to_embedding(request: embedding_pb2.EmbedRequest, limits: LimitsConfig, requ
 class EmbeddingServicer(embedding_pb2_grpc.EmbeddingServiceServicer):
     def __init__(
         self,
-        dispatcher: Dispatcher,
+        runtimes: Runtimes,
         metrics: Metrics,
-        limits: LimitsConfig,
         new_request_id: Callable[[], str] = lambda: uuid.uuid4().hex,
     ) -> None:
-        self._dispatcher = dispatcher
+        self._runtimes = runtimes
         self._metrics = metrics
-        self._limits = limits
         self._new_request_id = new_request_id
 
     async def Embed(
@@ -72,21 +73,28 @@ class EmbeddingServicer(embedding_pb2_grpc.EmbeddingServiceServicer):
         outcome = Outcome(self._metrics, self._new_request_id(), context, request.metadata, embed=True)
         response = embedding_pb2.EmbedResponse(request_id=outcome.request_id)
         try:
-            embedding = to_embedding(request, self._limits, outcome.request_id)
-            remaining = context.time_remaining()
-            deadline = None if remaining is None else time.monotonic() + remaining
-            async with contextlib.aclosing(self._dispatcher.run(embedding, deadline, outcome.trace)) as events:
-                async for event in events:
-                    outcome.see(event)
-                    if isinstance(event, Started):
-                        response.route, response.backend, response.model = event.route, event.backend, event.model
-                        response.attempt = event.attempt
-                    elif isinstance(event, Embeddings):
-                        response.embeddings.extend(embedding_pb2.Embedding(values=v) for v in event.vectors)
-                    elif isinstance(event, Completed) and event.usage and event.usage.prompt_tokens is not None:
-                        response.usage.prompt_tokens = event.usage.prompt_tokens
+            with self._runtimes.hold() as runtime:
+                await self._embed(request, outcome, response, runtime)
         except Exception as exc:
             await outcome.abort(exc)
         finally:
             outcome.finish()
         return response
+
+    async def _embed(
+        self, request: embedding_pb2.EmbedRequest, outcome: Outcome, response: embedding_pb2.EmbedResponse,
+        runtime: Runtime,
+    ) -> None:
+        embedding = to_embedding(request, runtime.limits, outcome.request_id)
+        remaining = outcome.context.time_remaining()
+        deadline = None if remaining is None else time.monotonic() + remaining
+        async with contextlib.aclosing(runtime.dispatcher.run(embedding, deadline, outcome.trace)) as events:
+            async for event in events:
+                outcome.see(event)
+                if isinstance(event, Started):
+                    response.route, response.backend, response.model = event.route, event.backend, event.model
+                    response.attempt = event.attempt
+                elif isinstance(event, Embeddings):
+                    response.embeddings.extend(embedding_pb2.Embedding(values=v) for v in event.vectors)
+                elif isinstance(event, Completed) and event.usage and event.usage.prompt_tokens is not None:
+                    response.usage.prompt_tokens = event.usage.prompt_tokens

@@ -8,14 +8,13 @@ import itertools
 import logging
 import time
 import uuid
-from typing import AsyncIterator, Callable, Mapping, NoReturn
+from typing import TYPE_CHECKING, AsyncIterator, Callable, Mapping, NoReturn
 
 import grpc
 
 from gateway import tracing
 from gateway.auth import current_key
-from gateway.config import LimitsConfig
-from gateway.dispatch import Completed, Dispatcher, GenerationEvent, Started, Trace
+from gateway.dispatch import Completed, GenerationEvent, Started, Trace
 from gateway.domain import Delta, ToolCall
 from gateway.errors import LimitExceeded, TurnoutError
 from gateway.metrics import NONE, Metrics
@@ -24,6 +23,9 @@ from gateway.services.session import session_id
 from gateway.services.status import abort
 from gateway.sessions.conversation import Answer, Conversations
 from turnout.v1 import generate_pb2, generate_pb2_grpc
+
+if TYPE_CHECKING:
+    from gateway.runtime import Runtime, Runtimes
 
 log = logging.getLogger("turnout.requests")
 LOGGED_METADATA, LOGGED_VALUE = 32, 256
@@ -36,22 +38,30 @@ DEADLINE_SLACK = 0.25
 class GenerateServicer(generate_pb2_grpc.GenerateServiceServicer):
     def __init__(
         self,
-        dispatcher: Dispatcher,
+        runtimes: Runtimes,
         conversations: Conversations,
         metrics: Metrics,
-        limits: LimitsConfig,
         new_request_id: Callable[[], str] = lambda: uuid.uuid4().hex,
     ) -> None:
-        self._dispatcher = dispatcher
+        self._runtimes = runtimes
         self._metrics = metrics
         self._conversations = conversations
-        self._limits = limits
         self._new_request_id = new_request_id
 
     async def _events(
         self, request: generate_pb2.GenerateRequest, outcome: Outcome
     ) -> AsyncIterator[GenerationEvent]:
-        generation = convert.to_generation(request, self._limits, outcome.request_id)
+        """The call's events, on the runtime current when it arrived (held to its end)."""
+        with self._runtimes.hold() as runtime:
+            async with contextlib.aclosing(self._generate(request, outcome, runtime)) as events:
+                async for event in events:
+                    yield event
+
+    async def _generate(
+        self, request: generate_pb2.GenerateRequest, outcome: Outcome, runtime: Runtime
+    ) -> AsyncIterator[GenerationEvent]:
+        limits = runtime.limits
+        generation = convert.to_generation(request, limits, outcome.request_id)
         key = current_key()
         if key is not None:
             generation = dataclasses.replace(generation, allowed_routes=key.routes)
@@ -68,15 +78,15 @@ class GenerateServicer(generate_pb2_grpc.GenerateServiceServicer):
         reasoning: list[str] = []
         calls: list[ToolCall] = []
         sent = 0
-        async with contextlib.aclosing(self._dispatcher.run(generation, deadline, outcome.trace)) as events:
+        async with contextlib.aclosing(runtime.dispatcher.run(generation, deadline, outcome.trace)) as events:
             async for event in events:
                 if isinstance(event, Started):
                     started = event
                 elif isinstance(event, Delta):
                     sent += delta_bytes(event)
-                    if sent > self._limits.max_response_bytes:
+                    if sent > limits.max_response_bytes:
                         raise LimitExceeded(
-                            f"the response passed limits.max_response_bytes ({self._limits.max_response_bytes} "
+                            f"the response passed limits.max_response_bytes ({limits.max_response_bytes} "
                             "bytes); the upstream stream was closed"
                         )
                     if generation.session_id:  # kept only to record the answer

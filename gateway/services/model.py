@@ -4,19 +4,19 @@ from __future__ import annotations
 
 import time
 import uuid
-from typing import AsyncIterator, Awaitable, Callable, Mapping, Sequence
-
+from typing import TYPE_CHECKING, AsyncIterator, Callable
 
 from adapters.base import Adapter
-from gateway.catalog import Catalog
-from gateway.config import BackendConfig, redact_url
+from gateway.config import redact_url
 from gateway.domain import BackendKind
 from gateway.errors import BackendModelMissing, InvalidRequest, NotFound
-from gateway.routing.state import BackendState, Health
-from gateway.scheduling.scheduler import Scheduler
+from gateway.routing.state import Health
 from gateway.services.convert import duration
 from gateway.services.status import abort, unary
 from turnout.v1 import model_pb2, model_pb2_grpc
+
+if TYPE_CHECKING:
+    from gateway.runtime import Runtime, Runtimes
 
 _KINDS = {BackendKind.OLLAMA: model_pb2.BACKEND_KIND_OLLAMA, BackendKind.OPENAI: model_pb2.BACKEND_KIND_OPENAI}
 _STATES = {
@@ -28,35 +28,24 @@ _STATES = {
 
 
 class ModelServicer(model_pb2_grpc.ModelServiceServicer):
-    def __init__(
-        self,
-        backends: Sequence[BackendConfig],
-        states: Mapping[str, BackendState],
-        adapters: Mapping[str, Adapter],
-        catalog: Catalog,
-        refresh: Callable[[str], Awaitable[None]],
-        scheduler: Scheduler,
-        clock: Callable[[], float] = time.monotonic,
-        routes: model_pb2.ListRoutesResponse | None = None,
-    ) -> None:
-        self._scheduler = scheduler
-        self._routes = routes or model_pb2.ListRoutesResponse()
+    """Answers from the runtime current when each call arrives (a config
+    reload may swap it); PullModel and DeleteModel hold it until they end."""
+
+    def __init__(self, runtimes: Runtimes, clock: Callable[[], float] = time.monotonic) -> None:
+        self._runtimes = runtimes
         self._clock = clock
-        self._backends = tuple(backends)
-        self._states = states
-        self._adapters = adapters
-        self._catalog = catalog
-        self._refresh = refresh
 
     async def ListModels(self, request, context) -> model_pb2.ListModelsResponse:
+        runtime = self._runtimes.current
+        catalog, states = runtime.catalog, runtime.states
         models = []
-        for name, backends in self._catalog.all_models().items():
-            infos = [self._catalog.info(b, name) for b in backends]
+        for name, backends in catalog.all_models().items():
+            infos = [catalog.info(b, name) for b in backends]
             model = model_pb2.Model(
                 name=name,
                 backends=backends,
                 family=next((i.family for i in infos if i.family), ""),
-                healthy=any(self._states[b].health(self._clock()) is Health.HEALTHY for b in backends),
+                healthy=any(states[b].health(self._clock()) is Health.HEALTHY for b in backends),
             )
             size = next((i.size_bytes for i in infos if i.size_bytes is not None), None)
             if size is not None:
@@ -65,9 +54,10 @@ class ModelServicer(model_pb2_grpc.ModelServiceServicer):
         return model_pb2.ListModelsResponse(models=models)
 
     async def ListBackends(self, request, context) -> model_pb2.ListBackendsResponse:
+        runtime = self._runtimes.current
         out = []
-        for b in self._backends:
-            state = self._states[b.name]
+        for b in runtime.config.backends:
+            state = runtime.states[b.name]
             now = self._clock()
             health = state.health(now)
             backend = model_pb2.Backend(
@@ -80,9 +70,9 @@ class ModelServicer(model_pb2_grpc.ModelServiceServicer):
                 errors_total=state.errors_total,
                 weight=b.weight,
                 priority=b.priority,
-                models=self._catalog.models_of(b.name),
+                models=runtime.catalog.models_of(b.name),
             )
-            self._scheduling(backend, now)
+            self._scheduling(runtime, backend, now)
             if state.latency_estimate is not None:
                 backend.latency_estimate.CopyFrom(duration(state.latency_estimate))
             if health is Health.EJECTED:
@@ -90,12 +80,14 @@ class ModelServicer(model_pb2_grpc.ModelServiceServicer):
             out.append(backend)
         return model_pb2.ListBackendsResponse(backends=out)
 
-    def _scheduling(self, backend: model_pb2.Backend, now: float) -> None:
-        load = self._scheduler.loads[backend.name]
-        limit = self._scheduler.limit(backend.name)
+    @staticmethod
+    def _scheduling(runtime: Runtime, backend: model_pb2.Backend, now: float) -> None:
+        scheduler = runtime.scheduler
+        load = runtime.loads[backend.name]
+        limit = scheduler.slots.limit(load.capacity)
         if limit is not None:
             backend.capacity = limit
-        backend.queued = self._scheduler.waiting_for(backend.name)
+        backend.queued = scheduler.waiting_for(backend.name)
         backend.load_signal = load.signal
         report = load.current(now)
         if report is not None and report.running is not None:
@@ -106,33 +98,36 @@ class ModelServicer(model_pb2_grpc.ModelServiceServicer):
 
     @unary
     async def ListRoutes(self, request, context) -> model_pb2.ListRoutesResponse:
-        return self._routes
+        return self._runtimes.current.routes
 
-    def _adapter(self, backend: str, model: str) -> Adapter:
+    @staticmethod
+    def _adapter(runtime: Runtime, backend: str, model: str) -> Adapter:
         if not backend:
             raise InvalidRequest("backend", "is required")
         if not model.strip():
             raise InvalidRequest("model", "is required")
-        adapter = self._adapters.get(backend)
+        adapter = runtime.adapters.get(backend)
         if adapter is None:
-            raise NotFound(f"no backend named {backend!r}; backends: {', '.join(self._adapters)}")
+            raise NotFound(f"no backend named {backend!r}; backends: {', '.join(runtime.adapters)}")
         return adapter
 
     async def PullModel(self, request, context) -> AsyncIterator[model_pb2.PullModelResponse]:
         try:
-            async for p in self._adapter(request.backend, request.model).pull(request.model):
-                yield model_pb2.PullModelResponse(
-                    status=p.status, digest=p.digest, total_bytes=p.total, completed_bytes=p.completed
-                )
-            await self._refresh(request.backend)
+            with self._runtimes.hold() as runtime:
+                async for p in self._adapter(runtime, request.backend, request.model).pull(request.model):
+                    yield model_pb2.PullModelResponse(
+                        status=p.status, digest=p.digest, total_bytes=p.total, completed_bytes=p.completed
+                    )
+                await runtime.refresh(request.backend)
         except Exception as exc:
             await abort(context, exc, uuid.uuid4().hex)
 
     @unary
     async def DeleteModel(self, request, context) -> model_pb2.DeleteModelResponse:
-        try:
-            await self._adapter(request.backend, request.model).delete(request.model)
-        except BackendModelMissing:
-            raise NotFound(f"backend {request.backend!r} has no model {request.model!r}") from None
-        await self._refresh(request.backend)
+        with self._runtimes.hold() as runtime:
+            try:
+                await self._adapter(runtime, request.backend, request.model).delete(request.model)
+            except BackendModelMissing:
+                raise NotFound(f"backend {request.backend!r} has no model {request.model!r}") from None
+            await runtime.refresh(request.backend)
         return model_pb2.DeleteModelResponse()

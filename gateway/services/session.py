@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import re
 import uuid
-from typing import AsyncIterator
+from typing import AsyncIterator, Callable
 
 import grpc
 from google.protobuf.timestamp_pb2 import Timestamp
@@ -75,10 +75,15 @@ def new_frame(f: session_pb2.Frame, limits: LimitsConfig) -> NewFrame:
 
 
 class SessionServicer(session_pb2_grpc.SessionServiceServicer):
-    def __init__(self, store: SessionStore, sessions: SessionsConfig, limits: LimitsConfig) -> None:
+    def __init__(self, store: SessionStore, sessions: SessionsConfig, limits: Callable[[], LimitsConfig]) -> None:
         self._store = store
         self._config = sessions
-        self._limits = limits
+        self._current_limits = limits
+
+    @property
+    def _limits(self) -> LimitsConfig:
+        """The limits in force now (a config reload may change them)."""
+        return self._current_limits()
 
     @unary
     async def CreateSession(self, request, context) -> session_pb2.CreateSessionResponse:
