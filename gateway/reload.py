@@ -1,22 +1,38 @@
-"""SIGHUP: re-read the config file and apply what can change while serving.
+"""SIGHUP: re-read the config file and apply it while serving.
 
 The file is validated in full first (`config.load`, the same check as
 `turnout check-config`); an invalid file is logged with its key and line and
 changes nothing. A valid one is compared with the running config section by
-section and the log says what changed. API keys and their limits take effect
-for every call after the reload in one reference swap (calls in flight keep
-the key they were admitted with), and so does the log level; the TLS
-certificate is re-read as before. Other changed sections (backends, routes,
-rules, listen addresses, sessions, ...) are logged as needing a restart:
-they are not applied. Each reload is counted in
-turnout_config_reloads_total{result="ok"|"error"}.
+section:
+
+- backends, routes, rules, default_route, limits, scheduler, health_check
+  and outlier_detection: a new routing runtime is built from the new config
+  by the builder the server starts with (gateway/runtime.py), its backends
+  are probed, and it is swapped in with one reference swap: every call after
+  it uses the new one, every call in flight finishes on the one it started
+  on (whose HTTP clients are closed when the last of them ends). A backend
+  whose definition did not change keeps its connections, health, ejection
+  and load figures. If building or starting the new runtime fails, nothing
+  changed.
+- api_keys (and their limits) and logging take effect for the next call.
+- listen, metrics_listen, workers, sessions, tls and tracing need a restart:
+  they are logged as such and not applied (the TLS certificate and key files
+  are re-read on every SIGHUP all the same). So does raising
+  limits.max_request_bytes above its value at start: gRPC's own message limit
+  was set then.
+
+One log line says what changed (for backends and routes, which names were
+added, removed or changed). Each reload is counted in
+turnout_config_reloads_total{result="ok"|"error"}. Reloads run one at a time,
+in the order the signals came.
 """
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import logging
-from typing import TYPE_CHECKING, Mapping
+from typing import TYPE_CHECKING, Mapping, Protocol, Sequence
 
 from gateway import config as config_module
 from gateway import logs
@@ -26,11 +42,29 @@ if TYPE_CHECKING:
     from gateway.server import Gateway
 
 log = logging.getLogger("turnout")
-LIVE = ("api_keys", "logging")
+RESTART_ONLY = ("listen", "metrics_listen", "workers", "sessions", "tls", "tracing")
+ROUTING = ("backends", "routes", "rules", "default_route", "limits", "scheduler", "health_check", "outlier_detection")
+NAMED = ("backends", "routes")
+
+
+class Named(Protocol):
+    name: str
 
 
 def changed_sections(old: config_module.Config, new: config_module.Config) -> list[str]:
     return [f.name for f in dataclasses.fields(old) if getattr(old, f.name) != getattr(new, f.name)]
+
+
+def named_changes(old: Sequence[Named], new: Sequence[Named]) -> str:
+    """`added a, b; removed c; changed d` for backends or routes, by name."""
+    before = {item.name: item for item in old}
+    after = {item.name: item for item in new}
+    parts = [
+        ("added", [name for name in after if name not in before]),
+        ("removed", [name for name in before if name not in after]),
+        ("changed", [name for name in after if name in before and before[name] != after[name]]),
+    ]
+    return "; ".join(f"{verb} {', '.join(names)}" for verb, names in parts if names)
 
 
 class Reloader:
@@ -41,8 +75,24 @@ class Reloader:
         self._gateway = gateway
         self._path = path
         self._overrides = dict(overrides or {})
+        self._started_with = gateway.config.limits.max_request_bytes
+        self._lock = asyncio.Lock()
+        self._tasks: set[asyncio.Task[None]] = set()
 
     def __call__(self) -> None:
+        task = asyncio.get_running_loop().create_task(self.reload())
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def reload(self) -> None:
+        async with self._lock:
+            try:
+                await self._reload()
+            except Exception:
+                log.exception("config reload failed, nothing changed")
+                self._gateway.metrics.config_reloads.labels("error").inc()
+
+    async def _reload(self) -> None:
         gateway = self._gateway
         if gateway.tls is not None:
             gateway.tls.reload()
@@ -55,15 +105,31 @@ class Reloader:
             log.error("config reload failed, nothing changed: %s: %s", self._path, exc)
             gateway.metrics.config_reloads.labels("error").inc()
             return
-        changed = changed_sections(gateway.config, new)
-        live = [name for name in changed if name in LIVE]
+        old = gateway.config
+        changed = changed_sections(old, new)
+        restart = [name for name in changed if name in RESTART_ONLY]
+        if new.limits.max_request_bytes > self._started_with:
+            restart.append("limits.max_request_bytes (raised above its value at start)")
+        applied = dataclasses.replace(new, **{name: getattr(old, name) for name in RESTART_ONLY})
+        live = [name for name in changed if name not in RESTART_ONLY]
+        if any(name in ROUTING for name in live):
+            try:
+                await gateway.apply(applied)
+            except Exception as exc:
+                log.error("config reload failed, nothing changed: could not start the new backends and routes: %s",
+                          exc)
+                gateway.metrics.config_reloads.labels("error").inc()
+                return
+        gateway.config = applied
         if "api_keys" in live:
             gateway.guard.use_keys(KeyRing(new.api_keys))
         if "logging" in live:
             logs.configure(new.logging.level, new.logging.format)
-        gateway.config = dataclasses.replace(gateway.config, **{name: getattr(new, name) for name in live})
         gateway.metrics.config_reloads.labels("ok").inc()
-        restart = [name for name in changed if name not in LIVE]
+        described = [
+            f"{name} ({named_changes(getattr(old, name), getattr(new, name))})" if name in NAMED else name
+            for name in live
+        ]
         log.info("config reloaded from %s: %s%s", self._path,
-                 f"applied {', '.join(live)}" if live else "nothing to apply",
+                 f"applied {', '.join(described)}" if described else "nothing to apply",
                  f"; changed but needs a restart: {', '.join(restart)}" if restart else "")

@@ -86,6 +86,7 @@ class Spawned:
     process: asyncio.subprocess.Process
     address: str
     metrics_address: str
+    config: Path
 
 
 @contextlib.asynccontextmanager
@@ -106,7 +107,7 @@ async def spawn(
     try:
         while b"listening on" not in (line := await asyncio.wait_for(process.stderr.readline(), 30)):
             assert line, f"{name} exited before listening"
-        yield Spawned(process, address, metrics_address)
+        yield Spawned(process, address, metrics_address, config)
     finally:
         with contextlib.suppress(ProcessLookupError):  # nothing of it is left
             os.killpg(process.pid, signal.SIGKILL)
