@@ -55,6 +55,11 @@ def changed_sections(old: config_module.Config, new: config_module.Config) -> li
     return [f.name for f in dataclasses.fields(old) if getattr(old, f.name) != getattr(new, f.name)]
 
 
+def applicable(running: config_module.Config, new: config_module.Config) -> config_module.Config:
+    """`new` as a running gateway applies it: what needs a restart stays as it runs."""
+    return dataclasses.replace(new, **{name: getattr(running, name) for name in RESTART_ONLY})
+
+
 def named_changes(old: Sequence[Named], new: Sequence[Named]) -> str:
     """`added a, b; removed c; changed d` for backends or routes, by name."""
     before = {item.name: item for item in old}
@@ -110,7 +115,7 @@ class Reloader:
         restart = [name for name in changed if name in RESTART_ONLY]
         if new.limits.max_request_bytes > self._started_with:
             restart.append("limits.max_request_bytes (raised above its value at start)")
-        applied = dataclasses.replace(new, **{name: getattr(old, name) for name in RESTART_ONLY})
+        applied = applicable(old, new)
         live = [name for name in changed if name not in RESTART_ONLY]
         if any(name in ROUTING for name in live):
             try:

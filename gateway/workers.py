@@ -8,7 +8,10 @@ made, and the parent alone serves the metrics port, aggregating them
 (counters and histograms summed; gauges as each declares). On SIGTERM or
 SIGINT the parent forwards the signal, each worker drains with its grace
 period, and the parent exits 0 once all have exited 0. SIGHUP is forwarded
-too (each worker reloads its config: gateway/reload.py). A worker that exits
+too (each worker reloads its config: gateway/reload.py), and the parent
+re-reads the file as well, so that a worker started later runs the config
+the others reloaded (a file that does not load leaves it as it was; the
+workers log why). A worker that exits
 on its own (a crash, a SIGKILL) is started again after a backoff that doubles
 from 0.5 s to 30 s and resets once a worker has run for a minute; the others
 serve meanwhile. However the parent ends (an exception, SIGKILL), no worker
@@ -23,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import multiprocessing
 import os
@@ -32,8 +36,10 @@ import threading
 import time
 from collections.abc import Callable
 
+from gateway import config as config_module
 from gateway import logs
 from gateway.config import Config
+from gateway.reload import applicable
 
 log = logging.getLogger("turnout")
 
@@ -67,6 +73,16 @@ def _worker(config: Config, path: str | None, overrides: dict[str, object] | Non
     logs.configure(config.logging.level, config.logging.format)
     gateway = Gateway(config)
     asyncio.run(run_until_signalled(gateway, Reloader(gateway, path, overrides)))
+
+
+def _reread(running: Config, path: str | None, overrides: dict[str, object] | None) -> Config:
+    """The config file as a reloading worker applies it; `running` when there is none or it does not load."""
+    if path is None:
+        return running
+    try:
+        return applicable(running, dataclasses.replace(config_module.load(path), **(overrides or {})))
+    except (config_module.ConfigError, OSError):
+        return running
 
 
 class _Slot:
@@ -113,9 +129,13 @@ def serve_workers(config: Config, path: str | None = None, overrides: dict[str, 
         metrics_server, _ = start_http_server(*reversed(split_address(config.metrics_listen)), registry=registry)
         context = multiprocessing.get_context("spawn")
 
+        latest = [config]  # what a worker starts with: the config of the last SIGHUP that found the file valid
+
         def starter(i: int) -> Callable[[], multiprocessing.process.BaseProcess]:
             def start() -> multiprocessing.process.BaseProcess:
-                process = context.Process(target=_worker, args=(config, path, overrides), name=f"turnout-worker-{i}")
+                process = context.Process(
+                    target=_worker, args=(latest[0], path, overrides), name=f"turnout-worker-{i}"
+                )
                 handler = signal.signal(signal.SIGHUP, signal.SIG_IGN)  # inherited until the worker can reload
                 try:
                     process.start()
@@ -132,7 +152,11 @@ def serve_workers(config: Config, path: str | None = None, overrides: dict[str, 
         try:
             for i in range(config.workers):
                 slots.append(_Slot(starter(i)))
-            signal.signal(signal.SIGHUP, lambda *_: _forward([slot.process for slot in slots], signal.SIGHUP))
+            def hangup(*_: object) -> None:
+                latest[0] = _reread(latest[0], path, overrides)
+                _forward([slot.process for slot in slots], signal.SIGHUP)
+
+            signal.signal(signal.SIGHUP, hangup)
             log.info("turnout started %d workers on %s; metrics on %s", config.workers, config.listen,
                      config.metrics_listen)
             while not stop.wait(0.2):

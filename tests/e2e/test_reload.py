@@ -5,6 +5,8 @@ with its key and line and changes nothing; every reload is counted; with
 several workers each one reloads, and the gateway keeps serving throughout."""
 
 import asyncio
+import json
+import os
 import signal
 
 import grpc
@@ -179,3 +181,17 @@ async def test_with_two_workers_sighup_reloads_each_and_the_gateway_keeps_servin
             assert gateway.process.returncode is None
     assert all("config reloaded" in line and "routes (added chat-b; removed chat-a)" in line for line in lines)
     assert [(r[0].started.backend, r[-1].WhichOneof("event")) for r in served] == [("b", "completed")] * 4
+
+
+async def test_a_worker_restarted_after_a_reload_runs_the_reloaded_config(tmp_path):
+    async with FakeOllama() as first, FakeOllama() as second:
+        config = "workers: 2\nlogging: {format: json}\n"
+        async with spawn(config + routed(("a", first, "chat-a")), tmp_path) as gateway:
+            victim = json.loads(await line_with(gateway.process.stderr, "listening on"))["pid"]  # the second worker
+            await reload(gateway, config + routed(("b", second, "chat-b")), workers=2)
+            os.kill(victim, signal.SIGKILL)
+            restarted = json.loads(await line_with(gateway.process.stderr, "restarted as pid"))
+            successor = int(restarted["message"].rsplit(" ", 1)[1])
+            while (listening := json.loads(await line_with(gateway.process.stderr, "listening on")))["pid"] != successor:
+                pass
+    assert listening["message"].endswith("with backends b")
