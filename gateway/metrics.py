@@ -138,7 +138,8 @@ class Metrics:
             ["route", "result"], registry=registry,
         )
         self.config_reloads = Counter(
-            "turnout_config_reloads", "SIGHUP config reloads, by result (ok, error: the file was invalid)",
+            "turnout_config_reloads",
+            "SIGHUP config reloads, by result (ok; error: the file was invalid or its backends could not be started)",
             ["result"], registry=registry,
         )
         self.build_info = Gauge(
