@@ -33,6 +33,7 @@ from httpx_aiohttp import AiohttpTransport
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 from adapters.streams import StreamDecodeError, coalesce, decode_errors, json_object
+from adapters.turns import bulk_turn
 from gateway.domain import StreamEvent
 from gateway.errors import (
     BackendAuthFailed,
@@ -208,6 +209,7 @@ def error_for_status(
 
 ERROR_TEXT_LIMIT = 300
 DECODE_SLICE = 64 << 10
+BULK_READ = 4 << 10  # a read this large means the upstream is ahead of the caller (a token's event is < 1 KiB)
 DRAIN_TIMEOUT = 1.0
 
 
@@ -276,8 +278,9 @@ async def stream_events(
 ) -> AsyncIterator[StreamEvent]:
     """POSTs `payload` and yields the events `decode` makes of each network
     read (at most DECODE_SLICE bytes at a time), consecutive deltas of one
-    slice coalesced into one. After each slice it yields to the event loop,
-    so an upstream that floods cannot keep other streams from running; and it
+    slice coalesced into one. After each slice it yields to the event loop
+    (after a large read, through `bulk_turn`), so an upstream that floods
+    cannot keep other streams or calls from running; and it
     reads the upstream only when the caller took the previous events, so
     what a slow caller has not taken yet waits in the socket (aiohttp stops
     reading it past its buffer limit) rather than in memory. Once `finished()`
@@ -299,7 +302,7 @@ async def stream_events(
                         yield event
                     if finished():
                         return
-                    await asyncio.sleep(0)
+                    await (bulk_turn() if len(data) >= BULK_READ else asyncio.sleep(0))
             for event in end():
                 yield event
             if finished():
