@@ -50,7 +50,8 @@ Monitoring endpoints (what turnout's scheduler polls) are recorded in
 `/props` (total_slots), `/slots` and `/metrics` (llamacpp:requests_processing
 = chat streams running now, llamacpp:requests_deferred = `fake.deferred`);
 FakeOpenAI(vllm=True) serves vLLM's `/metrics` gauges instead.
-`fake.active` counts chat streams in progress; `fake.peak` the most at once.
+`fake.active` counts chat streams in progress; `fake.peak` the most at once;
+`fake.open` the connections open now (`await fake.all_closed()` waits for none).
 """
 
 from __future__ import annotations
@@ -259,6 +260,8 @@ class _Fake:
         self.polls: list[RecordedRequest] = []
         self.active = self.peak = 0
         self.connections = 0  # that carried an API request so far (not monitoring); keep-alive tests compare it
+        self.open = 0  # connections open now, of any kind
+        self._closed = asyncio.Condition()
         self.disconnected, self.disconnect_time = asyncio.Event(), None
         self.hung, self.release = asyncio.Event(), asyncio.Event()
         self.port = 0
@@ -281,6 +284,14 @@ class _Fake:
             raise AssertionError(f"wanted {n} requests to {path or 'any path'}, got {len(matching())}") from None
         return matching()
 
+    async def all_closed(self) -> None:
+        """Returns once no client holds a connection open; fails after 10 s."""
+        try:
+            async with asyncio.timeout(10), self._closed:
+                await self._closed.wait_for(lambda: self.open == 0)
+        except TimeoutError:
+            raise AssertionError(f"{self.open} connection(s) still open") from None
+
     async def __aenter__(self):
         """Starts listening; a fake stopped and entered again keeps its port."""
         self._server = await asyncio.start_server(self._serve, "127.0.0.1", self.port)
@@ -299,6 +310,7 @@ class _Fake:
         self._tasks.add(task := asyncio.current_task())
         conn, queue = _Conn(writer), asyncio.Queue()
         reading = asyncio.create_task(self._read_loop(reader, conn, queue))
+        self.open += 1
         try:
             while (request := await queue.get()) is not None:
                 await self._route(request, conn)
@@ -313,6 +325,9 @@ class _Fake:
             reading.cancel()
             writer.close()
             self._tasks.discard(task)
+            self.open -= 1
+            async with self._closed:
+                self._closed.notify_all()
 
     async def _read_loop(self, reader: asyncio.StreamReader, conn: _Conn, queue: asyncio.Queue):
         counted = False

@@ -16,8 +16,8 @@ from prometheus_client.parser import text_string_to_metric_families
 from tests.e2e.conftest import Spawned, spawn
 from tests.e2e.helpers import ask, collect, failure, text
 from tests.e2e.test_security import ALICE, BOB, bearer, sha
-from tests.fakes import FakeOllama, Gate
-from turnout.v1 import common_pb2, generate_pb2, generate_pb2_grpc
+from tests.fakes import FakeOllama, Gate, HttpError
+from turnout.v1 import common_pb2, generate_pb2, generate_pb2_grpc, model_pb2, model_pb2_grpc
 
 MODEL = "llama3.2:1b"
 
@@ -103,14 +103,38 @@ async def test_a_stream_in_flight_finishes_on_the_backend_a_reload_removed(tmp_p
                 await reload(gateway, routed(("b", second, "chat-b")))
                 new = await collect(stub.Generate(ask(model="chat-b")))
                 old_route = await failure(stub.Generate(ask(model="chat-a")))
+                still_open = first.open
                 first.release.set()
                 while (frame := await call.read()) is not grpc.aio.EOF:
                     frames.append(frame)
+                await first.all_closed()  # the removed backend's clients close once its last stream ended
     assert (frames[0].started.backend, frames[-1].WhichOneof("event"), text(frames)) == ("a", "completed", "Hello")
     assert frames[-1].completed.usage.completion_tokens == 5
     assert not first.disconnected.is_set() and first.active == 0
+    assert still_open >= 1  # the stream's own connection, at least, while it ran
     assert new[0].started.backend == "b" and new[-1].WhichOneof("event") == "completed"
     assert old_route.code() == grpc.StatusCode.NOT_FOUND
+
+
+async def test_a_backend_the_reload_left_unchanged_keeps_its_state(tmp_path):
+    ejecting = "outlier_detection: {consecutive_failures: 1, base_ejection: 5m}\n"
+
+    async def backend_a(channel: grpc.aio.Channel) -> model_pb2.Backend:
+        backends = (await model_pb2_grpc.ModelServiceStub(channel).ListBackends(model_pb2.ListBackendsRequest())).backends
+        return next(b for b in backends if b.name == "a")
+
+    async with FakeOllama() as first, FakeOllama() as second:
+        first.script(HttpError(500))  # the first attempt fails and ejects the backend; the retry (panic mode) answers
+        async with spawn(routed(("a", first, "chat-a"), extra=ejecting), tmp_path) as gateway:
+            async with grpc.aio.insecure_channel(gateway.address) as channel:
+                stub = generate_pb2_grpc.GenerateServiceStub(channel)
+                await collect(stub.Generate(ask(model="chat-a")))
+                before = await backend_a(channel)
+                await reload(gateway, routed(("a", first, "chat-a"), ("b", second, "chat-b"), extra=ejecting))
+                after = await backend_a(channel)
+    assert (before.state, before.errors_total, before.requests_total) == (model_pb2.BACKEND_STATE_EJECTED, 1, 2)
+    assert (after.state, after.errors_total, after.requests_total) == (before.state, 1, 2)
+    assert after.latency_estimate == before.latency_estimate
 
 
 async def test_an_invalid_file_changes_nothing(tmp_path):
