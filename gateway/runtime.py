@@ -111,22 +111,22 @@ class Runtime:
         self.loads: dict[str, BackendLoad] = {}
         for name, b in self.backends.items():
             if previous is not None and name in kept:
-                self.states[name], self.adapters[name], self.loads[name] = (
-                    previous.states[name], previous.adapters[name], previous.loads[name])
+                self.states[name], self.loads[name] = previous.states[name], previous.loads[name]
             else:
-                self.states[name] = BackendState(name)
-                self.adapters[name] = build_adapter(b, transport_for(b), tracing.enabled)
-                self.loads[name] = BackendLoad(name, b.max_concurrency)
+                self.states[name], self.loads[name] = BackendState(name), BackendLoad(name, b.max_concurrency)
             self.states[name].policy = config.outlier_detection
             self.loads[name].stale_after = stale_after
-        self.catalog = Catalog({b.name: b.models for b in config.backends})
-        self.router = Router(
-            config.routes, config.rules, config.default_route, config.backends, self.catalog, self._strategy
-        )
         if previous is not None and same_store(previous.config, config):
             self.scheduler = previous.scheduler
         else:
             self.scheduler = build_scheduler(config, self.loads, metrics)
+        for name, b in self.backends.items():  # after the scheduler: one that cannot be built leaves no client open
+            self.adapters[name] = (previous.adapters[name] if previous is not None and name in kept
+                                   else build_adapter(b, transport_for(b), tracing.enabled))
+        self.catalog = Catalog({b.name: b.models for b in config.backends})
+        self.router = Router(
+            config.routes, config.rules, config.default_route, config.backends, self.catalog, self._strategy
+        )
         self.poller = LoadPoller(
             config.backends, self.loads, self.scheduler.slots, metrics, config.scheduler.poll_interval,
             self.scheduler.pump,

@@ -8,6 +8,8 @@ import re
 from pathlib import Path
 from typing import Mapping
 
+import redis.connection
+
 from adapters.http import HttpSettings
 from gateway.auth import ApiKey, digest
 from gateway.config.reader import Section, is_env_reference
@@ -281,11 +283,21 @@ def _spill(s: Section) -> SpillConfig:
     return config
 
 
+def _redis_url(s: Section, default: str) -> str:
+    """A URL the Redis client accepts (checked here, not when the store is first built)."""
+    url = s.text("redis_url", default)
+    try:
+        redis.connection.parse_url(url)
+    except ValueError as exc:
+        raise s.error("redis_url", f"is not a Redis URL: {exc}") from None
+    return url
+
+
 def _scheduler(s: Section) -> SchedulerConfig:
     defaults = SchedulerConfig()
     config = SchedulerConfig(
         store=_choice(s, "store", SCHEDULER_STORES, defaults.store),
-        redis_url=s.text("redis_url", defaults.redis_url),
+        redis_url=_redis_url(s, defaults.redis_url),
         poll_interval=s.duration("poll_interval", defaults.poll_interval),
         lease_ttl=s.duration("lease_ttl", defaults.lease_ttl),
         prefix_blocks=s.get("prefix_blocks", int, defaults.prefix_blocks, _positive),
@@ -370,7 +382,7 @@ def _sessions(s: Section) -> SessionsConfig:
     config = SessionsConfig(
         store=store,
         path=s.text("path", SessionsConfig().path),
-        redis_url=s.text("redis_url", SessionsConfig().redis_url),
+        redis_url=_redis_url(s, SessionsConfig().redis_url),
         ttl=s.duration("ttl", SessionsConfig().ttl),
         max_turns=s.get("max_turns", int, SessionsConfig().max_turns, _positive),
         max_tokens=s.get("max_tokens", int, SessionsConfig().max_tokens, _positive),

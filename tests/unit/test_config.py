@@ -58,6 +58,8 @@ def test_empty_file_gives_defaults():
     ("rules:\n  - {when: {match: '('}, route: r}", "rules[0].when.match (line 2): is not a valid regular expression"),
     ("default_route: nope", "default_route (line 1): names no route"),
     ("sessions: {store: postgres}", "sessions.store (line 1): must be one of memory, sqlite, redis"),
+    ("sessions: {store: redis, redis_url: 'redis://host:port'}", "sessions.redis_url (line 1): is not a Redis URL"),
+    ("scheduler:\n  store: redis\n  redis_url: http://x", "scheduler.redis_url (line 3): is not a Redis URL"),
     ("a: 1\na: 2", "a (line 2): duplicate key"),
     ("colour: blue", "colour (line 1): unknown key"),
 ])
