@@ -8,7 +8,8 @@ make scheduling matter, in scaled-down time, with no model at all.
   fixed blocks of BLOCK_TOKENS tokens (a token is ~4 UTF-8 bytes), each block's
   key chains the previous one's, so a block hits only when everything before it
   matches too (vLLM's automatic prefix caching; llama.cpp's slot cache behaves
-  alike for a shared prefix).
+  alike for a shared prefix). A prompt's tail blocks are evicted before its
+  head, as vLLM frees a finished request's blocks in reverse order.
 - Decode time per token grows with the number of requests decoding at once.
 - Models: at most `max_loaded` in memory; a request for another one unloads
   the least recently used to make room, then pays `load_delay` (Ollama-like;
@@ -161,7 +162,7 @@ class Engine:
         return keys, total - cached
 
     def _store(self, keys: list[bytes]) -> None:
-        for key in keys:
+        for key in reversed(keys):  # the tail is evicted first, as vLLM frees a request's blocks
             self.cache[key] = None
             self.cache.move_to_end(key)
         while len(self.cache) > self.profile.cache_blocks:
