@@ -1,8 +1,10 @@
 """What the scheduler knows and learns of one backend: its capacity (from
 config, else from the server's own word), the last load report polled from
-it, and three rates learned from the requests it served — how long a request
-holds a slot, prefill seconds per uncached prompt token, and seconds a cold
-model load costs. Pure: time is passed in.
+it, and what it learned from the requests it served — how long a request
+holds a slot, the first token's base time (what a request with next to
+nothing to compute waits: network, queueing in the server, a decode step),
+prefill seconds per uncached prompt token beyond that base, and seconds a
+cold model load costs. Pure: time is passed in.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ from gateway.scheduling.signals import LoadReport
 SMOOTHING = 0.2
 DEFAULT_PREFILL_PER_TOKEN = 0.001
 DEFAULT_LOAD_TIME = 10.0
-MIN_TOKENS_TO_LEARN = 64
+MIN_TOKENS_TO_LEARN = 256  # fewer uncached tokens teach the base time; more, the prefill rate
 RESIDENT_FOR = 300.0  # Ollama keeps a model loaded 5 minutes after its last use by default
 
 
@@ -38,6 +40,7 @@ class BackendLoad:
         self.stale_after = stale_after
         self.service_time: float | None = None
         self.prefill_per_token: float | None = None
+        self.first_token_base: float | None = None
         self.load_time: float | None = None
         self._served: dict[str, float] = {}
         self._running: dict[str, float] = {}
@@ -110,11 +113,14 @@ class BackendLoad:
 
     def learn_first_token(self, model: str, seconds: float, uncached_tokens: int, was_resident: bool | None,
                           now: float) -> None:
-        prefill = self.prefill_per_token or DEFAULT_PREFILL_PER_TOKEN
+        base = self.first_token_base or 0.0
         if was_resident is False:
-            self.load_time = _ewma(self.load_time, max(0.0, seconds - prefill * uncached_tokens))
+            prefill = (self.prefill_per_token or 0.0) * uncached_tokens
+            self.load_time = _ewma(self.load_time, max(0.0, seconds - base - prefill))
         elif uncached_tokens >= MIN_TOKENS_TO_LEARN:
-            self.prefill_per_token = _ewma(self.prefill_per_token, seconds / uncached_tokens)
+            self.prefill_per_token = _ewma(self.prefill_per_token, max(0.0, seconds - base) / uncached_tokens)
+        elif was_resident:  # a model that may have been loading says nothing of the base
+            self.first_token_base = _ewma(self.first_token_base, seconds)
         self._served[model] = now
 
     def learn_service(self, seconds: float) -> None:

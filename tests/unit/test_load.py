@@ -1,5 +1,7 @@
 """What the scheduler learns and believes of one backend, over an injected clock."""
 
+import pytest
+
 from gateway.scheduling.load import RESIDENT_FOR, BackendLoad
 from gateway.scheduling.signals import LoadReport
 
@@ -59,14 +61,26 @@ def test_a_single_model_server_that_reports_load_holds_its_model():
     assert load.loaded(NOW + 1) == ["smollm2"]
 
 
-def test_prefill_rate_is_learned_from_uncached_tokens_and_cold_loads_from_the_rest():
+def test_prefill_rate_is_learned_beyond_the_first_token_base_and_cold_loads_from_the_rest():
     load = BackendLoad("a")
     load.learn_first_token("m", 2.0, 1000, True, NOW)
     assert load.prefill_per_token == 0.002
-    load.learn_first_token("m", 0.05, 10, True, NOW)  # too few tokens to learn from
-    assert load.prefill_per_token == 0.002
-    load.learn_first_token("m", 7.0, 1000, False, NOW)
-    assert load.load_time == 5.0
+    load.learn_first_token("m", 0.05, 10, True, NOW)  # next to nothing to compute: the base time
+    assert load.prefill_per_token == 0.002 and load.first_token_base == 0.05
+    load.learn_first_token("m", 1.05, 500, True, NOW)  # 1 s of prefill beyond the base: 0.002 s/token
+    assert load.prefill_per_token == pytest.approx(0.002)
+    load.learn_first_token("m", 7.05, 1000, False, NOW)
+    assert load.load_time == pytest.approx(5.0)
+
+
+def test_a_cached_prompt_does_not_teach_a_prefill_rate():
+    """A request whose prompt is cached waits the base time for its few
+    uncached tokens: taken as prefill it would make that backend look many
+    times slower than it is."""
+    load = BackendLoad("a")
+    for _ in range(10):
+        load.learn_first_token("m", 0.06, 100, True, NOW)
+    assert load.prefill_per_token is None and load.first_token_base == pytest.approx(0.06)
 
 
 def test_expected_wait_counts_queue_position_and_the_age_of_running_requests():
