@@ -11,10 +11,13 @@ two learned rates (prefill seconds per token, seconds to load a cold model).
          + cold-load time x LOCALITY           (when the model is known not loaded)
          + prefill per token x uncached tokens (prompt tokens less the cached blocks)
          + prefill per token x (LOCALITY - 1) x the cached tokens another target holds and this lacks
+         + prefill per token x the recently used tokens this prompt would evict from its cache
 
 so residency comes first (a load costs seconds), then the longest cached
 prefix, and cache affinity yields to load when waiting for the cached backend
-costs more than the prefill it saves. Work redone elsewhere counts LOCALITY
+costs more than the prefill it saves. A prompt that fills a cache pushes out
+what other requests will come back for (the index says how many recently
+used blocks: prefix.py), and that work is counted too. Work redone elsewhere counts LOCALITY
 times: a prompt computed again on a second backend also takes cache space
 there and pushes out other conversations' prefixes, and loading a model there
 evicts the model other requests were using, so leaving costs more than this
@@ -22,6 +25,10 @@ request's own prefill or load (measured with bench-routing's tenants and
 models scenarios). Costs within TIE_FRACTION of the
 least (at least COST_QUANTUM) are equal — learned rates are noisy, and noise
 must not make a request wait — and ties go to an endpoint with a free slot,
+then to one that has the model loaded, then to the longest cached prefix (a
+tie must not load a model or copy a prompt for nothing), then to the
+emptiest cache (a new prompt settles where there is room for its
+conversation, so prompts spread over the caches as a hand placement would),
 then to the least load relative to weight (running requests over weight, the
 server's own count when it reports a larger one), then round-robin. An
 endpoint whose free slot older waiters have claimed counts as busy. The
@@ -52,6 +59,8 @@ class Endpoint:
     reported_busy: int | None = None
     resident: bool | None = None
     cached_blocks: int = 0
+    evicts: int = 0
+    cache_fill: float = 0.0
     wait: float = 0.0
     prefill_per_token: float = DEFAULT_PREFILL_PER_TOKEN
     load_time: float = DEFAULT_LOAD_TIME
@@ -73,7 +82,8 @@ class Endpoint:
         uncached = max(0, prompt_tokens - self.cached_blocks * block_tokens)
         lost = max(0, best_cached - self.cached_blocks) * block_tokens
         cold = LOCALITY * self.load_time if self.resident is False else 0.0
-        return self.wait + cold + self.prefill_per_token * (uncached + (LOCALITY - 1) * lost)
+        evicted = self.evicts * block_tokens
+        return self.wait + cold + self.prefill_per_token * (uncached + (LOCALITY - 1) * lost + evicted)
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,7 +112,7 @@ def adaptive(endpoints: Sequence[Endpoint], prompt_tokens: int, block_tokens: in
     least = min(costs.values())
     margin = max(COST_QUANTUM, TIE_FRACTION * least)
     ties = [e for e in rotated if costs[id(e)] <= least + margin]
-    best = min(ties, key=lambda e: (not e.free, e.load))
+    best = min(ties, key=lambda e: (not e.free, e.resident is False, -e.cached_blocks, e.cache_fill, e.load))
     return Choice(best, _reason(best, endpoints, costs, least + margin))
 
 

@@ -17,19 +17,47 @@ starts with) in an LRU as large as the server's cache when it says (llama.cpp
 than the real cache believes in prefixes the server has already evicted. The match for a
 backend is the number of leading blocks of a prompt it holds: the part a
 server with a prompt cache will not compute again.
+
+The index also says what a prompt would push out of a backend's cache:
+blocks it does not hold, added to a full LRU, evict its least recently used
+ones, and those used in the last REUSE_HORIZON seconds are prefixes somebody
+is still coming back for (a tenant's system prompt, a live conversation), to
+be computed again later. Blocks idle longer count as free room.
 """
 
 from __future__ import annotations
 
 import hashlib
+import time
 from collections import OrderedDict
-from typing import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Callable, Iterable, Sequence
 
 from gateway.domain import Message
 
 BLOCK_BYTES = 256
 BYTES_PER_TOKEN = 4
 BLOCK_TOKENS = BLOCK_BYTES // BYTES_PER_TOKEN
+REUSE_HORIZON = 60.0
+
+
+@dataclass(frozen=True, slots=True)
+class Holding:
+    """What one endpoint's cache means for a prompt: `cached` leading blocks
+    it holds, `evicts` recently used blocks that adding the rest would push
+    out, and `fill`, the share of the server's cache the index holds (0 when
+    the server does not say how large its cache is)."""
+
+    cached: int = 0
+    evicts: int = 0
+    fill: float = 0.0
+
+
+def evicted(held: int, added: int, capacity: int, idle: int) -> int:
+    """Recently used blocks pushed out of an LRU of `capacity` holding `held`
+    blocks, `idle` of them (the oldest) unused for REUSE_HORIZON, when
+    `added` new blocks come in."""
+    return max(0, held + added - capacity - idle)
 
 
 def render(messages: Iterable[Message]) -> str:
@@ -59,11 +87,13 @@ def estimate_tokens(text: str) -> int:
 
 
 class PrefixIndex:
-    """Per endpoint key ("backend/model"), an LRU of recently served block hashes."""
+    """Per endpoint key ("backend/model"), an LRU of recently served block
+    hashes and when each was last served."""
 
-    def __init__(self, blocks_per_endpoint: int = 65_536) -> None:
+    def __init__(self, blocks_per_endpoint: int = 65_536, clock: Callable[[], float] = time.monotonic) -> None:
         self._capacity = blocks_per_endpoint
-        self._blocks: dict[str, OrderedDict[bytes, None]] = {}
+        self._clock = clock
+        self._blocks: dict[str, OrderedDict[bytes, float]] = {}
 
     def match(self, key: str, hashes: Sequence[bytes]) -> int:
         """How many leading blocks of `hashes` the endpoint `key` holds. A
@@ -87,15 +117,38 @@ class PrefixIndex:
         """Remembers a served prompt; `capacity` (blocks) is the server's own
         cache size when it said, else `blocks_per_endpoint`."""
         held = self._blocks.setdefault(key, OrderedDict())
+        now = self._clock()
         for block in reversed(hashes):
-            held[block] = None
+            held[block] = now
             held.move_to_end(block)
         while len(held) > (capacity or self._capacity):
             held.popitem(last=False)
 
-    async def lookup(self, keys: Sequence[str], hashes: Sequence[bytes]) -> list[int]:
-        """`match` for several endpoints at once (the interface RedisPrefixIndex shares)."""
-        return [self.match(key, hashes) for key in keys]
+    def holding(self, key: str, hashes: Sequence[bytes], capacity: int | None = None) -> Holding:
+        cached = self.match(key, hashes)
+        held = self._blocks.get(key)
+        if not held:
+            return Holding(cached)
+        known = capacity is not None
+        capacity = capacity or self._capacity
+        overflow = len(held) + len(hashes) - cached - capacity
+        idle = 0
+        if overflow > 0:
+            cutoff = self._clock() - REUSE_HORIZON
+            for served in held.values():
+                if idle >= overflow or served >= cutoff:
+                    break
+                idle += 1
+        fill = len(held) / capacity if known else 0.0
+        return Holding(cached, evicted(len(held), len(hashes) - cached, capacity, idle), fill)
+
+    async def lookup(
+        self, keys: Sequence[str], hashes: Sequence[bytes], capacities: Sequence[int | None] | None = None
+    ) -> list[Holding]:
+        """`holding` for several endpoints at once (the interface RedisPrefixIndex
+        shares); `capacities` are the servers' cache sizes in blocks where known."""
+        capacities = capacities or [None] * len(keys)
+        return [self.holding(key, hashes, capacity) for key, capacity in zip(keys, capacities, strict=True)]
 
     async def remember(self, key: str, hashes: Sequence[bytes], capacity: int | None = None) -> None:
         self.record(key, hashes, capacity)

@@ -45,7 +45,7 @@ from gateway.routing.router import Route
 from gateway.routing.state import Target
 from gateway.scheduling.load import DEFAULT_LOAD_TIME, DEFAULT_PREFILL_PER_TOKEN, BackendLoad
 from gateway.scheduling.picker import Choice, Endpoint, adaptive, free_only
-from gateway.scheduling.prefix import BLOCK_TOKENS, PrefixIndex
+from gateway.scheduling.prefix import BLOCK_TOKENS, Holding, PrefixIndex
 from gateway.scheduling.shared import RedisPrefixIndex
 from gateway.scheduling.slots import Lease, MemorySlots, RedisSlots
 
@@ -182,11 +182,14 @@ class Scheduler:
         """Records in the background: a shared index costs the stream no round trip."""
         if not hashes:
             return
-        cache_tokens = self.loads[target.backend].cache_tokens
-        capacity = cache_tokens // BLOCK_TOKENS if cache_tokens else None
-        task = asyncio.create_task(self.index.remember(endpoint_key(target), hashes, capacity))
+        task = asyncio.create_task(self.index.remember(endpoint_key(target), hashes, self._cache_blocks(target.backend)))
         self._recording.add(task)
         task.add_done_callback(self._recording.discard)
+
+    def _cache_blocks(self, backend: str) -> int | None:
+        """The server's prompt cache in blocks, when it says (else the index's own size)."""
+        cache_tokens = self.loads[backend].cache_tokens
+        return cache_tokens // BLOCK_TOKENS if cache_tokens else None
 
     async def close(self) -> None:
         await asyncio.gather(*self._recording, return_exceptions=True)
@@ -221,11 +224,12 @@ class Scheduler:
         if not full:
             return [Endpoint(t, self.slots.held(t.backend), self.limit(t.backend), claimed=t.backend in claimed)
                     for t in targets]
-        cached = [0] * len(targets)
+        holdings = [Holding()] * len(targets)
         if prompt.hashes:
-            cached = await self.index.lookup([endpoint_key(t) for t in targets], prompt.hashes)
+            holdings = await self.index.lookup([endpoint_key(t) for t in targets], prompt.hashes,
+                                               [self._cache_blocks(t.backend) for t in targets])
         endpoints = []
-        for target, cached_blocks in zip(targets, cached, strict=True):
+        for target, holding in zip(targets, holdings, strict=True):
             load = self.loads[target.backend]
             held = self.slots.held(target.backend)
             limit = self.limit(target.backend)
@@ -238,7 +242,9 @@ class Scheduler:
                 capacity=limit,
                 reported_busy=load.reported_busy(held, now),
                 resident=load.resident(target.model, now),
-                cached_blocks=cached_blocks,
+                cached_blocks=holding.cached,
+                evicts=holding.evicts,
+                cache_fill=holding.fill,
                 wait=wait,
                 prefill_per_token=load.prefill_per_token or DEFAULT_PREFILL_PER_TOKEN,
                 load_time=load.load_time or DEFAULT_LOAD_TIME,

@@ -4,8 +4,9 @@ worker and replica knows which backend holds which prompt prefix.
 One sorted set per endpoint (backend/model): members are block hashes, scores
 the time they were last served, with a prompt's first blocks scored highest
 so they are forgotten last (as PrefixIndex does). A lookup for all candidate
-endpoints is one pipelined round trip of ZMSCORE; recording is ZADD then a
-trim to `blocks_per_endpoint`. Redis trouble never fails a request: a lookup
+endpoints is one pipelined round trip of ZMSCORE, ZCARD and ZCOUNT of the
+blocks idle for REUSE_HORIZON (what a prompt would evict, as PrefixIndex
+says); recording is ZADD then a trim to `blocks_per_endpoint`. Redis trouble never fails a request: a lookup
 then finds nothing and a record is dropped (logged once).
 """
 
@@ -18,6 +19,7 @@ from typing import Sequence
 import redis.asyncio as aioredis
 import redis.exceptions
 
+from gateway.scheduling.prefix import REUSE_HORIZON, Holding, evicted
 from gateway.scheduling.slots import REDIS_TIMEOUT
 
 log = logging.getLogger("turnout")
@@ -31,26 +33,34 @@ class RedisPrefixIndex:
         self._prefix = prefix
         self._warned = False
 
-    async def lookup(self, keys: Sequence[str], hashes: Sequence[bytes]) -> list[int]:
+    async def lookup(
+        self, keys: Sequence[str], hashes: Sequence[bytes], capacities: Sequence[int | None] | None = None
+    ) -> list[Holding]:
         if not hashes:
-            return [0] * len(keys)
+            return [Holding()] * len(keys)
+        cutoff = (time.time() - REUSE_HORIZON) * 1000
         try:
             async with self._redis.pipeline(transaction=False) as pipe:
                 for key in keys:
                     pipe.zmscore(self._prefix + key, list(hashes))
-                scores = await pipe.execute()
+                    pipe.zcard(self._prefix + key)
+                    pipe.zcount(self._prefix + key, "-inf", cutoff)
+                replies = await pipe.execute()
         except redis.exceptions.RedisError as exc:
             self._fail(exc)
-            return [0] * len(keys)
-        counts = []
-        for found in scores:
-            count = 0
+            return [Holding()] * len(keys)
+        holdings = []
+        for n, capacity in enumerate(capacities or [None] * len(keys)):
+            found, held, idle = replies[3 * n:3 * n + 3]
+            cached = 0
             for score in found:
                 if score is None:
                     break
-                count += 1
-            counts.append(count)
-        return counts
+                cached += 1
+            added = len(hashes) - cached
+            fill = held / capacity if capacity else 0.0
+            holdings.append(Holding(cached, evicted(held, added, capacity or self._capacity, idle), fill))
+        return holdings
 
     async def remember(self, key: str, hashes: Sequence[bytes], capacity: int | None = None) -> None:
         if not hashes:

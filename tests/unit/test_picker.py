@@ -51,6 +51,30 @@ def test_a_servers_own_larger_count_is_its_load():
     assert adaptive([busy_elsewhere, Endpoint(B, in_flight=1)], PROMPT, BLOCK).target == B
 
 
+def test_a_prompt_that_would_push_out_recently_used_prefixes_goes_where_there_is_room():
+    # 10 recently used blocks evicted = 640 tokens recomputed later, at 1 ms/token: 0.64 s.
+    crowded = Endpoint(A, evicts=10, cache_fill=0.95, prefill_per_token=0.001)
+    roomy = Endpoint(B, in_flight=1, capacity=2, cache_fill=0.5, prefill_per_token=0.001)
+    assert adaptive([crowded, roomy], PROMPT, BLOCK).target == B
+
+
+def test_a_new_prompt_settles_in_the_emptiest_cache_before_the_least_loaded_one():
+    full = Endpoint(A, in_flight=0, capacity=2, cache_fill=0.6)
+    empty = Endpoint(B, in_flight=1, capacity=2, cache_fill=0.3)
+    assert adaptive([full, empty], PROMPT, BLOCK).target == B
+
+
+def test_ties_among_busy_targets_keep_the_loaded_model_and_the_cached_prefix():
+    # A 5 s wait for the resident model and a 1.5 s load after a 0.5 s wait cost about the same:
+    # the tie must not load the model a second time.
+    resident = Endpoint(A, in_flight=2, capacity=2, resident=True, wait=5.0)
+    cold = Endpoint(B, in_flight=2, capacity=2, resident=False, wait=0.5, load_time=1.5)
+    assert adaptive([cold, resident], 0, BLOCK).target == A
+    cached = Endpoint(A, in_flight=2, capacity=2, cached_blocks=2, wait=0.3, prefill_per_token=0.0001)
+    other = Endpoint(B, in_flight=2, capacity=2, wait=0.28, prefill_per_token=0.0001)
+    assert adaptive([other, cached], 200, BLOCK).target == A
+
+
 def test_exact_ties_rotate():
     endpoints = [Endpoint(A), Endpoint(B)]
     assert {adaptive(endpoints, PROMPT, BLOCK, turn).target for turn in range(4)} == {A, B}

@@ -1,7 +1,7 @@
 """Prompt block hashing and the bounded prefix index."""
 
 from gateway.domain import Message, Role
-from gateway.scheduling.prefix import BLOCK_BYTES, PrefixIndex, block_hashes, render
+from gateway.scheduling.prefix import BLOCK_BYTES, REUSE_HORIZON, Holding, PrefixIndex, block_hashes, render
 
 SYSTEM = Message(Role.SYSTEM, "You are a careful assistant. " * 40)
 
@@ -59,3 +59,34 @@ def test_a_recent_prompt_survives_older_ones():
     index.record("a/m", old)
     index.record("a/m", new)
     assert index.match("a/m", new) == 4 and index.match("a/m", old) == 2
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_holding_counts_the_recently_used_blocks_a_prompt_would_push_out():
+    clock = Clock()
+    index = PrefixIndex(blocks_per_endpoint=64, clock=clock)
+    index.record("a/m", block_hashes("o" * (6 * BLOCK_BYTES)))
+    clock.now += 10
+    index.record("a/m", block_hashes("r" * (4 * BLOCK_BYTES)))
+    prompt = block_hashes("n" * (4 * BLOCK_BYTES))
+    # The server's cache holds 12 blocks: 10 held + 4 new evict the 2 oldest, used 10 s ago.
+    assert index.holding("a/m", prompt, 12) == Holding(cached=0, evicts=2, fill=10 / 12)
+    clock.now += REUSE_HORIZON
+    # A minute later the 6 older blocks are idle: room, not loss; the 4 recent ones fit.
+    assert index.holding("a/m", prompt, 12).evicts == 0
+    assert index.holding("a/m", block_hashes("n" * (9 * BLOCK_BYTES)), 12).evicts == 1
+
+
+def test_holding_without_a_known_cache_size_has_no_fill_and_evicts_only_past_the_index_bound():
+    index = PrefixIndex(blocks_per_endpoint=8)
+    index.record("a/m", block_hashes("o" * (6 * BLOCK_BYTES)))
+    held = block_hashes("o" * (6 * BLOCK_BYTES) + "x" * (4 * BLOCK_BYTES))
+    assert index.holding("a/m", held) == Holding(cached=6, evicts=2, fill=0.0)
+    assert index.holding("b/m", held) == Holding()
