@@ -46,9 +46,10 @@ bench: setup
 	@command -v nginx >/dev/null || { apt-get update -qq && apt-get install -y -qq --no-install-recommends nginx-light; }
 	$(PY) -m bench.run
 
-# Routing strategies on simulated model servers (bench/sim), side by side; ~7 min on 2 cores (400 s measured).
+# Routing strategies on simulated model servers (bench/sim), side by side, each run 3 times (medians and
+# the range of the ratios): ~20 min on 2 cores. One quick run: `.venv/bin/python -m bench.routing`.
 bench-routing: setup
-	$(PY) -m bench.routing
+	$(PY) -m bench.routing --repeat 3
 
 # least_used vs adaptive on two real llama.cpp servers with SmolLM2; builds them on first use
 # with ../shared/scripts/llama-server.sh (shared/ beside the checkout; ~10 min, cmake and g++).

@@ -8,7 +8,12 @@ loop), measuring each request's time to first token. The engines' own
 counters give the prompt tokens computed and the model loads. Prints one
 table and writes bench/routing-results.json.
 
-    .venv/bin/python -m bench.routing [--only tenants,burst] [--strategies least_used,adaptive]
+The sim runs in real time beside a real gateway, so one run of a scenario
+depends on how the machine's cores were shared while it ran. With `--repeat
+N` every scenario and strategy runs N times: the table shows each figure's
+median, and the verdicts give the ratios' range over the runs too.
+
+    .venv/bin/python -m bench.routing [--only tenants,burst] [--strategies least_used,adaptive] [--repeat 3]
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ import asyncio
 import contextlib
 import json
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -183,6 +189,31 @@ def run_one(scenario: Scenario, strategy: str, requests: list[Request], director
         return summarize(scenario, results, counters(urls))
 
 
+MEDIAN_OF = ("ttft_p50_s", "ttft_p99_s", "goodput", "prompt_tokens", "cached_tokens", "model_loads", "spill_share")
+
+
+def combine(repeats: list[dict]) -> dict:
+    """One row for N runs of a scenario and strategy: the median of each
+    figure, the most requests lost in any run, the rest (phases, engines)
+    from the run of median goodput, and every run's figures under `repeats`."""
+    if len(repeats) == 1:
+        return repeats[0]
+    middle = sorted(repeats, key=lambda r: r["goodput"])[len(repeats) // 2]
+    row = dict(middle)
+    for key in MEDIAN_OF:
+        values = [r[key] for r in repeats if r[key] is not None]
+        row[key] = statistics.median(values) if values else None
+    row["lost"] = max(r["lost"] for r in repeats)
+    row["repeats"] = [{key: r[key] for key in (*MEDIAN_OF, "lost")} for r in repeats]
+    return row
+
+
+def ratios(adaptive: dict, reference: dict, key: str) -> list[float]:
+    """adaptive / reference for `key`, run by run."""
+    pairs = zip(adaptive.get("repeats", [adaptive]), reference.get("repeats", [reference]), strict=False)
+    return [a[key] / b[key] for a, b in pairs if b[key]]
+
+
 def _cell(value, fmt: str) -> str:
     return "-" if value is None else format(value, fmt)
 
@@ -200,8 +231,8 @@ def table(results: dict) -> str:
                 good = r["goodput"] / reference["goodput"] if reference["goodput"] else None
                 tok = r["prompt_tokens"] / reference["prompt_tokens"] if reference["prompt_tokens"] else None
             rows.append((name, strategy, _cell(r["ttft_p50_s"], ".3f"), _cell(r["ttft_p99_s"], ".3f"),
-                         f"{r['goodput']:.2f}", str(r["prompt_tokens"]), f"{r['spill_share']:.2f}",
-                         str(r["model_loads"]), str(r["lost"]), _cell(good, ".2f"), _cell(tok, ".2f")))
+                         f"{r['goodput']:.2f}", f"{r['prompt_tokens']:.0f}", f"{r['spill_share']:.2f}",
+                         f"{r['model_loads']:.0f}", str(r["lost"]), _cell(good, ".2f"), _cell(tok, ".2f")))
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     return "\n".join("  ".join(c.ljust(w) if i < 2 else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths, strict=True)))
                      for row in rows)
@@ -216,8 +247,10 @@ def verdicts(results: dict) -> list[str]:
             continue
         good = adaptive["goodput"] / reference["goodput"] if reference["goodput"] else float("inf")
         tok = adaptive["prompt_tokens"] / max(1, reference["prompt_tokens"])
-        checks = [f"goodput {good:.2f}x ref ({'ok' if good >= 0.9 else 'MISS'} >= 0.9)",
-                  f"prompt tokens {tok:.2f}x ref ({'ok' if tok <= 1.5 else 'MISS'} <= 1.5)"
+        spread = {key: ratios(adaptive, reference, key) for key in ("goodput", "prompt_tokens")}
+        runs = {key: f" (runs {min(v):.2f}-{max(v):.2f})" if len(v) > 1 else "" for key, v in spread.items()}
+        checks = [f"goodput {good:.2f}x ref{runs['goodput']} ({'ok' if good >= 0.9 else 'MISS'} >= 0.9)",
+                  f"prompt tokens {tok:.2f}x ref{runs['prompt_tokens']} ({'ok' if tok <= 1.5 else 'MISS'} <= 1.5)"
                   if adaptive["lost"] <= reference["lost"] else
                   f"prompt tokens {tok:.2f}x ref (not comparable: {adaptive['lost']} requests lost)"]
         if name == "burst":
@@ -236,12 +269,14 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--only", default="", help="comma-separated scenarios")
     parser.add_argument("--strategies", default="", help="comma-separated strategies")
+    parser.add_argument("--repeat", type=int, default=1, help="runs of each scenario and strategy (medians shown)")
     parser.add_argument("--output", default=str(ROOT / "bench/routing-results.json"))
     args = parser.parse_args()
     names = [n for n in SCENARIOS if not args.only or n in args.only.split(",")]
     chosen = [s for s in strategies_available() if not args.strategies or s in args.strategies.split(",")]
     results: dict = {"machine": {"cpus": os.cpu_count(), "python": sys.version.split()[0]},
-                     "commit": commit(), "scheduling_config": scheduling_available(), "scenarios": {}}
+                     "commit": commit(), "scheduling_config": scheduling_available(), "repeat": args.repeat,
+                     "scenarios": {}}
     began = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="turnout-bench-routing-") as tmp:
         for name in names:
@@ -249,12 +284,16 @@ def main() -> None:
             requests = scenario.workload()
             runs: dict = {"about": scenario.about, "slo_s": scenario.slo, "requests": len(requests)}
             results["scenarios"][name] = runs
-            for strategy in chosen:
-                runs[strategy] = run_one(scenario, strategy, requests, Path(tmp))
-                r = runs[strategy]
-                print(f"{name:8} {strategy:21} p50 {_cell(r['ttft_p50_s'], '.3f')} p99 {_cell(r['ttft_p99_s'], '.3f')}"
-                      f" goodput {r['goodput']:.2f} tokens {r['prompt_tokens']} loads {r['model_loads']}"
-                      f" spill {r['spill_share']:.2f} lost {r['lost']}", flush=True)
+            repeats: dict[str, list[dict]] = {strategy: [] for strategy in chosen}
+            for _ in range(args.repeat):  # strategies interleaved, so a slow spell of the machine hits them alike
+                for strategy in chosen:
+                    r = run_one(scenario, strategy, requests, Path(tmp))
+                    repeats[strategy].append(r)
+                    print(f"{name:8} {strategy:21} p50 {_cell(r['ttft_p50_s'], '.3f')} "
+                          f"p99 {_cell(r['ttft_p99_s'], '.3f')} goodput {r['goodput']:.2f} "
+                          f"tokens {r['prompt_tokens']} loads {r['model_loads']} spill {r['spill_share']:.2f} "
+                          f"lost {r['lost']}", flush=True)
+            runs.update({strategy: combine(rows) for strategy, rows in repeats.items()})
     results["seconds"] = round(time.monotonic() - began, 1)
     results["verdicts"] = verdicts(results)
     Path(args.output).write_text(json.dumps(results, indent=2) + "\n")
