@@ -3,8 +3,11 @@ config, else from the server's own word), the last load report polled from
 it, and what it learned from the requests it served — how long a request
 holds a slot, the first token's base time (what a request with next to
 nothing to compute waits: network, queueing in the server, a decode step),
-prefill seconds per uncached prompt token beyond that base, and seconds a
-cold model load costs. Pure: time is passed in.
+prefill seconds per uncached prompt token beyond that base, seconds from the
+first token to the end, and seconds a cold model load costs. Each running
+request is expected to end when those say (its own prefill, a load if its
+model was cold, then the answer), so a slot held by a long uncached prompt
+frees later than one held by a cached conversation. Pure: time is passed in.
 """
 
 from __future__ import annotations
@@ -41,9 +44,10 @@ class BackendLoad:
         self.service_time: float | None = None
         self.prefill_per_token: float | None = None
         self.first_token_base: float | None = None
+        self.decode_time: float | None = None
         self.load_time: float | None = None
         self._served: dict[str, float] = {}
-        self._running: dict[str, float] = {}
+        self._running: dict[str, tuple[float, float | None]] = {}  # lease: start, expected slot time
 
     @property
     def capacity(self) -> int | None:
@@ -88,21 +92,31 @@ class BackendLoad:
         names.update(m for m, t in self._served.items() if t >= since)
         return sorted(names)
 
-    def begin(self, lease: str, now: float) -> None:
-        self._running[lease] = now
+    def begin(self, lease: str, now: float, uncached_tokens: int = 0, cold: bool = False) -> None:
+        self._running[lease] = (now, self.slot_time(uncached_tokens, cold))
+
+    def slot_time(self, uncached_tokens: int, cold: bool) -> float | None:
+        """The seconds a request will hold its slot, from what was learned;
+        None until an answer's length was."""
+        if self.decode_time is None:
+            return None
+        prefill = (self.prefill_per_token or DEFAULT_PREFILL_PER_TOKEN) * uncached_tokens
+        load = (self.load_time or DEFAULT_LOAD_TIME) if cold else 0.0
+        return (self.first_token_base or 0.0) + prefill + load + self.decode_time
 
     def end(self, lease: str) -> None:
         self._running.pop(lease, None)
 
     def expected_wait(self, waiting_ahead: float, capacity: int, now: float) -> float:
         """Seconds until a slot frees for a request with `waiting_ahead`
-        requests before it. A running request is expected to end at the mean
-        service time; one that has run past it is expected to run on for as
-        long as it has overrun (generation lengths are heavy-tailed), so the
-        wait for a backend busy with a long answer grows until other choices
-        win."""
+        requests before it. A running request is expected to end at its own
+        slot time (else the mean service time); one that has run past it is
+        expected to run on for as long as it has overrun (generation lengths
+        are heavy-tailed), so the wait for a backend busy with a long answer
+        grows until other choices win."""
         service = self.service_time if self.service_time is not None else 1.0
-        remaining = sorted(abs(service - (now - start)) for start in self._running.values())
+        remaining = sorted(abs((service if expected is None else expected) - (now - start))
+                           for start, expected in self._running.values())
         slots = sorted([0.0] * max(0, capacity - len(remaining)) + remaining)[:capacity]
         k = int(waiting_ahead)
         return slots[k % capacity] + (k // capacity) * service
@@ -123,5 +137,8 @@ class BackendLoad:
             self.first_token_base = _ewma(self.first_token_base, seconds)
         self._served[model] = now
 
-    def learn_service(self, seconds: float) -> None:
+    def learn_service(self, seconds: float, after_first_token: float | None = None) -> None:
+        """A warm attempt held its slot `seconds`, `after_first_token` of them answering."""
         self.service_time = _ewma(self.service_time, seconds)
+        if after_first_token is not None:
+            self.decode_time = _ewma(self.decode_time, after_first_token)

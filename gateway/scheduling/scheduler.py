@@ -72,6 +72,7 @@ class Admission:
     start: float
     cached_blocks: int = 0
     resident: bool | None = None
+    first_token_at: float | None = None
 
 
 @dataclass(eq=False, slots=True)
@@ -157,7 +158,8 @@ class Scheduler:
         now = self._clock()
         load = self.loads[admission.target.backend]
         if ok and admission.resident is not False:  # a cold load's wait says nothing of the slot time
-            load.learn_service(now - admission.start)
+            answering = None if admission.first_token_at is None else now - admission.first_token_at
+            load.learn_service(now - admission.start, answering)
         lease = admission.lease
         load.end(lease.id)
         for waiter in self._waiters:
@@ -171,6 +173,7 @@ class Scheduler:
         """Learns from the attempt's time to first token (from its start)."""
         target = admission.target
         uncached = max(0, prompt.tokens - admission.cached_blocks * BLOCK_TOKENS)
+        admission.first_token_at = self._clock()
         self.loads[target.backend].learn_first_token(target.model, seconds, uncached, admission.resident,
                                                      self._clock())
 
@@ -330,7 +333,8 @@ class Scheduler:
     ) -> Admission:
         now = self._clock()
         load = self.loads[lease.backend]
-        load.begin(lease.id, now)
+        load.begin(lease.id, now, max(0, prompt.tokens - endpoint.cached_blocks * BLOCK_TOKENS),
+                   endpoint.resident is False)
         load.sent(endpoint.target.model, now)
         self._remember(endpoint.target, prompt.hashes)
         self._metrics.queue_wait.labels(route.name).observe(now - arrived)

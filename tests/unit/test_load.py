@@ -83,6 +83,22 @@ def test_a_cached_prompt_does_not_teach_a_prefill_rate():
     assert load.prefill_per_token is None and load.first_token_base == pytest.approx(0.06)
 
 
+def test_a_slot_held_by_a_long_uncached_prompt_frees_later_than_one_held_by_a_cached_conversation():
+    load = BackendLoad("a")
+    load.learn_first_token("m", 0.05, 10, True, NOW)  # base 0.05 s
+    load.learn_first_token("m", 1.05, 1000, True, NOW)  # 0.001 s per uncached token
+    load.learn_service(0.45, after_first_token=0.2)  # answers take 0.2 s
+    load.begin("cached", NOW, uncached_tokens=100)  # 0.05 + 0.1 + 0.2
+    assert load.expected_wait(0, 1, NOW) == pytest.approx(0.35)
+    load.end("cached")
+    load.begin("uncached", NOW, uncached_tokens=3000)  # 0.05 + 3 + 0.2
+    assert load.expected_wait(0, 1, NOW) == pytest.approx(3.25)
+    load.end("uncached")
+    load.learn_first_token("m", 2.0, 0, False, NOW)  # a cold load: 1.95 s beyond the base
+    load.begin("cold", NOW, uncached_tokens=0, cold=True)
+    assert load.expected_wait(0, 1, NOW) == pytest.approx(0.05 + 1.95 + 0.2)
+
+
 def test_expected_wait_counts_queue_position_and_the_age_of_running_requests():
     load = BackendLoad("a")
     load.learn_service(4.0)
