@@ -19,6 +19,7 @@ import json
 import statistics
 import sys
 from pathlib import Path
+from typing import AsyncIterator
 
 import grpc
 import pytest
@@ -43,14 +44,33 @@ def rss_mib(pid: int) -> float:
     raise AssertionError("no VmRSS")
 
 
-async def normal_calls(address: str, *limit: str) -> list[float]:
-    """Seconds per short Generate, from tests/soak/normal_caller.py."""
+class NormalCaller:
+    """tests/soak/normal_caller.py in a process of its own: `url` is its
+    upstream's; `connect` gives it the gateway's address; `run("calls N")` or
+    `run("seconds S")` returns the seconds each of its calls took."""
+
+    def __init__(self, process: asyncio.subprocess.Process, url: str) -> None:
+        self.process, self.url = process, url
+
+    def connect(self, address: str) -> None:
+        self.process.stdin.write(address.encode() + b"\n")
+
+    async def run(self, command: str) -> list[float]:
+        self.process.stdin.write(command.encode() + b"\n")
+        return json.loads(await asyncio.wait_for(self.process.stdout.readline(), FLOOD_SECONDS + 60))
+
+
+@contextlib.asynccontextmanager
+async def normal_caller() -> AsyncIterator[NormalCaller]:
     process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "tests.soak.normal_caller", address, *limit, stdout=asyncio.subprocess.PIPE
+        sys.executable, "-m", "tests.soak.normal_caller", stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+        limit=1 << 24,
     )
-    output, _ = await asyncio.wait_for(process.communicate(), FLOOD_SECONDS + 60)
-    assert process.returncode == 0
-    return json.loads(output)
+    try:
+        yield NormalCaller(process, (await asyncio.wait_for(process.stdout.readline(), 30)).decode().strip())
+    finally:
+        process.stdin.close()
+        await asyncio.wait_for(process.wait(), 30)
 
 
 async def slow_reader(address: str, flowing: asyncio.Event, received: list[int]) -> None:
@@ -71,21 +91,22 @@ def p(latencies: list[float], q: int) -> float:
 
 @pytest.mark.soak
 async def test_slow_callers_of_flooding_upstreams_do_not_starve_a_normal_caller(tmp_path):
-    async with FakeOllama(models=["f"]) as flood, FakeOllama(models=["m"]) as ok:
+    async with FakeOllama(models=["f"]) as flood, normal_caller() as normal:
         flood.script(*[Flood()] * STREAMS)
         config = (f"backends:\n  - {{name: flood, kind: ollama, url: '{flood.url}'}}\n"
-                  f"  - {{name: ok, kind: ollama, url: '{ok.url}'}}\n"
+                  f"  - {{name: ok, kind: ollama, url: '{normal.url}'}}\n"
                   "routes:\n  - {name: f, strategy: weighted_round_robin, targets: [{backend: flood, model: f}]}\n"
                   "  - {name: m, strategy: weighted_round_robin, targets: [{backend: ok, model: m}]}\n"
                   "sessions: {store: memory}\n")
         async with spawn(config, tmp_path) as served:
             logs = asyncio.create_task(served.process.stderr.read())
-            unloaded = await normal_calls(served.address, "--calls", str(UNLOADED_CALLS))
+            normal.connect(served.address)
+            unloaded = await normal.run(f"calls {UNLOADED_CALLS}")
             rss_before = rss_mib(served.process.pid)
             received, flowing = [0], [asyncio.Event() for _ in range(STREAMS)]
             readers = [asyncio.create_task(slow_reader(served.address, f, received)) for f in flowing]
             await asyncio.wait_for(asyncio.gather(*(f.wait() for f in flowing)), 120)
-            loaded = await normal_calls(served.address, "--seconds", str(FLOOD_SECONDS))
+            loaded = await normal.run(f"seconds {FLOOD_SECONDS}")
             rss_during = rss_mib(served.process.pid)
             for reader in readers:
                 reader.cancel()
