@@ -6,6 +6,7 @@ SIGHUP reloads (gateway/reload.py) and graceful shutdown."""
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import signal
 import socket
@@ -188,6 +189,7 @@ def split_address(address: str) -> tuple[str, int]:
 async def run_until_signalled(gateway: Gateway, reload: Callable[[], None] | None = None) -> None:
     """Starts the gateway, waits for SIGTERM or SIGINT, then drains it."""
     port = await gateway.start()
+    gc.freeze()  # what start-up built lives as long as the process: full collections need not walk it
     host = gateway.config.listen.rsplit(":", 1)[0]
     stopping = asyncio.Event()
     loop = asyncio.get_running_loop()
