@@ -27,7 +27,7 @@ system-deps:
 test: setup system-deps
 	$(PY) -m pytest -q
 
-# Long scenarios that print their figures: the 20,000-request fuzz, starvation, retry budget.
+# Long scenarios that print their figures: the 20,000-request fuzz, starvation, retry budget, reloads under load.
 soak: setup
 	$(PY) -m pytest -q -s -m soak
 
