@@ -6,12 +6,14 @@ Generate after another. Prints the normal caller's p50/p99 unloaded and under
 the flood, the ratio of the p99s, and the gateway's RSS.
 
 Asserted: the normal caller is not starved (the defect was a loop pinned for
-> 20 s with nothing completed): p99 under STARVED seconds; and the gateway's
-RSS grows by less than RSS_GROWTH while the flood runs (it held every stream's
-whole answer: 71 -> 1,135 MiB). Issue 14's target, a p99 within 2x of the
-unloaded one, is printed, not asserted: this machine's 2 cores are shared, and
-another job running during the flood but not during the unloaded calls moves
-the ratio more than the gateway does."""
+> 20 s with nothing completed): p99 under STARVED seconds; its p99 under the
+flood is within SLOWER times the unloaded one; and the gateway's RSS grows by
+less than RSS_GROWTH while the flood runs (it held every stream's whole answer:
+71 -> 1,135 MiB). Issue 14's target is 2x, printed beside the ratio: measured
+0.5-1.4x, but this machine's 2 cores are shared, and another job running during
+the flood and not during the unloaded calls moves the ratio by that much, so
+the assertion takes SLOWER = 4x (without adapters/turns.py's pauses: 6.9x; with
+no turns at all: 44x)."""
 
 import asyncio
 import contextlib
@@ -32,8 +34,9 @@ from turnout.v1 import generate_pb2_grpc
 STREAMS = 200
 READ_EVERY = 1.0
 FLOOD_SECONDS = 30.0
-UNLOADED_CALLS = 300
+UNLOADED_CALLS = 1000
 STARVED = 5.0  # seconds: a p99 past this means the flood starves other callers
+SLOWER = 4.0  # the most a p99 under the flood may be, in unloaded p99s (the target is 2)
 RSS_GROWTH = 400  # MiB for the 200 streams: what aiohttp buffers per stream (~0.5 MiB) with room to spare
 
 
@@ -116,7 +119,8 @@ async def test_slow_callers_of_flooding_upstreams_do_not_starve_a_normal_caller(
           f"{received[0] / 2**20:.1f} MiB delivered to them in {FLOOD_SECONDS:g} s; normal caller "
           f"unloaded p50 {p(unloaded, 50):.1f} ms p99 {p(unloaded, 99):.1f} ms ({len(unloaded)} calls), "
           f"under the flood p50 {p(loaded, 50):.1f} ms p99 {p(loaded, 99):.1f} ms ({len(loaded)} calls, "
-          f"{p(loaded, 99) / p(unloaded, 99):.2f}x); gateway RSS {rss_before:.0f} -> {rss_during:.0f} MiB")
+          f"{p(loaded, 99) / p(unloaded, 99):.2f}x, target 2x); gateway RSS {rss_before:.0f} -> {rss_during:.0f} MiB")
     assert len(loaded) > 100
     assert p(loaded, 99) < STARVED * 1000
+    assert p(loaded, 99) < SLOWER * p(unloaded, 99)
     assert rss_during - rss_before < RSS_GROWTH
