@@ -69,6 +69,7 @@ from gateway.scheduling.scheduler import Admission, Prompt, Scheduler
 
 log = logging.getLogger("turnout")
 JITTER = 0.2
+ANSWER_KEPT = 262_144  # characters of an answer an adaptive route keeps for the prefix index: more than a server caches
 
 
 @dataclass(frozen=True, slots=True)
@@ -230,9 +231,11 @@ class Dispatcher:
                 self._affinity.remember(route, generation.session_id, target)
                 yield self._started(generation, route.name, target, plan.attempt)
                 answer: list[str] = []
+                kept = 0
                 while not isinstance(event, Finish):
-                    if route.adaptive and isinstance(event, Delta):  # kept only for the prefix index
-                        answer.append(event.content)
+                    if route.adaptive and isinstance(event, Delta) and kept < ANSWER_KEPT:
+                        answer.append(event.content)  # for the prefix index: the next turn starts with it
+                        kept += len(event.content)
                     yield event
                     event = await self._next_after_output(stream, target, state)
                 trace.usage = event.usage

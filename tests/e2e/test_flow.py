@@ -48,16 +48,22 @@ async def test_complete_holds_no_more_than_max_response_bytes(ollama):
 SENT_THROUGH = 24 << 20
 
 
-async def test_a_long_stream_keeps_no_copy_of_what_it_sent(ollama):
+ADAPTIVE = "routes:\n  - {name: chat, strategy: adaptive, targets: [{backend: local, model: llama3.2:1b}]}\n"
+
+
+@pytest.mark.parametrize("strategy", ["implicit", "adaptive"])
+async def test_a_long_stream_keeps_no_copy_of_what_it_sent(strategy, ollama):
     """Python memory traced (the gateway runs in this process) once 24 MiB went
     through one Generate without a session: the gateway held every delta until
-    the stream ended (200 slow callers of floods: RSS 73 MiB -> 1 GiB)."""
+    the stream ended (200 slow callers of floods: RSS 73 MiB -> 1 GiB); an
+    adaptive route keeps only the answer's first 256 Ki characters, for its prefix index."""
     ollama.script(Flood())
-    async with serve(backends_yaml(ollama)) as c:
+    adaptive = strategy == "adaptive"
+    async with serve(backends_yaml(ollama) + (ADAPTIVE if adaptive else "")) as c:
         tracemalloc.start()
         try:
             received, baseline = 0, None
-            call = c.generate.Generate(ask(model="llama3.2:1b"), timeout=120)
+            call = c.generate.Generate(ask(model="chat" if adaptive else "llama3.2:1b"), timeout=120)
             async for response in call:
                 received += len(response.delta.content)
                 if baseline is None:
