@@ -12,13 +12,44 @@ frees later than one held by a cached conversation. Pure: time is passed in.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Iterable
+
 from gateway.scheduling.signals import LoadReport
 
 SMOOTHING = 0.2
 DEFAULT_PREFILL_PER_TOKEN = 0.001
 DEFAULT_LOAD_TIME = 10.0
+DEFAULT_SERVICE_TIME = 1.0
 MIN_TOKENS_TO_LEARN = 256  # fewer uncached tokens teach the base time; more, the prefill rate
 RESIDENT_FOR = 300.0  # Ollama keeps a model loaded 5 minutes after its last use by default
+
+
+@dataclass(frozen=True, slots=True)
+class Rates:
+    """The guess for a backend that has not learned a rate yet: what the
+    others learned, on average (a pool is mostly alike hardware), else the
+    defaults. A backend that guessed the default 10 s load while another had
+    learned 1.5 s made that other one the cheap place to load every model."""
+
+    prefill_per_token: float = DEFAULT_PREFILL_PER_TOKEN
+    load_time: float = DEFAULT_LOAD_TIME
+    service_time: float = DEFAULT_SERVICE_TIME
+
+
+def _mean(values: list[float], default: float) -> float:
+    return sum(values) / len(values) if values else default
+
+
+def pooled(loads: Iterable[BackendLoad]) -> Rates:
+    loads = list(loads)
+
+    def learned(name: str) -> list[float]:
+        return [value for backend in loads if (value := getattr(backend, name)) is not None]
+
+    return Rates(_mean(learned("prefill_per_token"), DEFAULT_PREFILL_PER_TOKEN),
+                 _mean(learned("load_time"), DEFAULT_LOAD_TIME),
+                 _mean(learned("service_time"), DEFAULT_SERVICE_TIME))
 
 
 def _ewma(old: float | None, new: float) -> float:
@@ -92,29 +123,38 @@ class BackendLoad:
         names.update(m for m, t in self._served.items() if t >= since)
         return sorted(names)
 
-    def begin(self, lease: str, now: float, uncached_tokens: int = 0, cold: bool = False) -> None:
-        self._running[lease] = (now, self.slot_time(uncached_tokens, cold))
+    def begin(self, lease: str, now: float, uncached_tokens: int = 0, cold: bool = False,
+              pool: Rates = Rates()) -> None:
+        self._running[lease] = (now, self.slot_time(uncached_tokens, cold, pool))
 
-    def slot_time(self, uncached_tokens: int, cold: bool) -> float | None:
+    def rates(self, pool: Rates) -> Rates:
+        """This backend's learned rates, the pool's guess for those it has not learned."""
+        service = self.service_time
+        if service is None and self.decode_time is not None:  # no warm request ended yet: a short one's time
+            service = (self.first_token_base or 0.0) + self.decode_time
+        return Rates(self.prefill_per_token or pool.prefill_per_token, self.load_time or pool.load_time,
+                     service or pool.service_time)
+
+    def slot_time(self, uncached_tokens: int, cold: bool, pool: Rates = Rates()) -> float | None:
         """The seconds a request will hold its slot, from what was learned;
         None until an answer's length was."""
         if self.decode_time is None:
             return None
-        prefill = (self.prefill_per_token or DEFAULT_PREFILL_PER_TOKEN) * uncached_tokens
-        load = (self.load_time or DEFAULT_LOAD_TIME) if cold else 0.0
-        return (self.first_token_base or 0.0) + prefill + load + self.decode_time
+        rates = self.rates(pool)
+        load = rates.load_time if cold else 0.0
+        return (self.first_token_base or 0.0) + rates.prefill_per_token * uncached_tokens + load + self.decode_time
 
     def end(self, lease: str) -> None:
         self._running.pop(lease, None)
 
-    def expected_wait(self, waiting_ahead: float, capacity: int, now: float) -> float:
+    def expected_wait(self, waiting_ahead: float, capacity: int, now: float, pool: Rates = Rates()) -> float:
         """Seconds until a slot frees for a request with `waiting_ahead`
         requests before it. A running request is expected to end at its own
         slot time (else the mean service time); one that has run past it is
         expected to run on for as long as it has overrun (generation lengths
         are heavy-tailed), so the wait for a backend busy with a long answer
         grows until other choices win."""
-        service = self.service_time if self.service_time is not None else 1.0
+        service = self.rates(pool).service_time
         remaining = sorted(abs((service if expected is None else expected) - (now - start))
                            for start, expected in self._running.values())
         slots = sorted([0.0] * max(0, capacity - len(remaining)) + remaining)[:capacity]
@@ -137,8 +177,11 @@ class BackendLoad:
             self.first_token_base = _ewma(self.first_token_base, seconds)
         self._served[model] = now
 
-    def learn_service(self, seconds: float, after_first_token: float | None = None) -> None:
-        """A warm attempt held its slot `seconds`, `after_first_token` of them answering."""
-        self.service_time = _ewma(self.service_time, seconds)
+    def learn_service(self, seconds: float | None, after_first_token: float | None = None) -> None:
+        """An attempt held its slot `seconds` (None for one that waited for a
+        model load: that says nothing of the slot time), `after_first_token`
+        of them answering (as long loaded cold or warm)."""
+        if seconds is not None:
+            self.service_time = _ewma(self.service_time, seconds)
         if after_first_token is not None:
             self.decode_time = _ewma(self.decode_time, after_first_token)

@@ -88,8 +88,16 @@ class Endpoint:
 
 @dataclass(frozen=True, slots=True)
 class Choice:
+    """The endpoint chosen and why; `acceptable` are the backends that, were
+    a slot to free there, would cost no more than this choice (itself
+    included): a request waiting for a busy choice takes a slot only there.
+    A backend the model would have to be loaded on is never among them: a
+    load evicts the model other requests wait for, and is chosen, not
+    taken because a slot happened to free."""
+
     endpoint: Endpoint
     reason: str
+    acceptable: frozenset[str] = frozenset()
 
     @property
     def target(self) -> Target:
@@ -113,7 +121,9 @@ def adaptive(endpoints: Sequence[Endpoint], prompt_tokens: int, block_tokens: in
     margin = max(COST_QUANTUM, TIE_FRACTION * least)
     ties = [e for e in rotated if costs[id(e)] <= least + margin]
     best = min(ties, key=lambda e: (not e.free, e.resident is False, -e.cached_blocks, e.cache_fill, e.load))
-    return Choice(best, _reason(best, endpoints, costs, least + margin))
+    acceptable = frozenset(e.target.backend for e in rotated if e is best or (
+        e.resident is not False and costs[id(e)] - e.wait <= least + margin))
+    return Choice(best, _reason(best, endpoints, costs, least + margin), acceptable)
 
 
 def _reason(best: Endpoint, endpoints: Sequence[Endpoint], costs: dict[int, float], tied: float) -> str:

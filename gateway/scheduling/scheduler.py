@@ -15,9 +15,10 @@ Admission holding a slot (a Lease) on one of them:
 3. Otherwise it waits in the route's queue: at most `queue.max_size` waiters,
    at most `queue.max_wait`, never past the caller's deadline. An adaptive
    waiter waits for the backend it chose while that wait is expected to pay
-   off (its "patience"), then weighs again; other waiters take any of their
-   tier's backends. A released slot is handed to the oldest waiter that
-   accepts it. Cancelling frees the place at once. Past `max_wait` the
+   off (its "patience"), then weighs again; it takes a slot freed elsewhere
+   only where that costs no more than what it waits for, and never where its
+   model would have to load. Other waiters take any of their tier's
+   backends. A released slot is handed to the oldest waiter that accepts it. Cancelling frees the place at once. Past `max_wait` the
    request spills to a later tier when there is one, else fails with
    RESOURCE_EXHAUSTED and a RetryInfo.
 
@@ -43,7 +44,7 @@ from gateway.errors import DeadlineExceeded, LimitExceeded
 from gateway.metrics import Metrics
 from gateway.routing.router import Route
 from gateway.routing.state import Target
-from gateway.scheduling.load import DEFAULT_LOAD_TIME, DEFAULT_PREFILL_PER_TOKEN, BackendLoad
+from gateway.scheduling.load import BackendLoad, Rates, pooled
 from gateway.scheduling.picker import Choice, Endpoint, adaptive, free_only
 from gateway.scheduling.prefix import BLOCK_TOKENS, Holding, PrefixIndex
 from gateway.scheduling.shared import RedisPrefixIndex
@@ -81,12 +82,17 @@ class _Waiter:
     targets: dict[str, Target]
     preferred: str | None = None
     patience_until: float = 0.0
+    acceptable: frozenset[str] | None = None  # adaptive: where a handed-over slot is worth taking
     granted: asyncio.Future[tuple[Target, Lease]] = field(
         default_factory=lambda: asyncio.get_running_loop().create_future()
     )
 
     def accepts(self, backend: str, now: float) -> bool:
-        return backend in self.targets and (self.preferred in (None, backend) or now >= self.patience_until)
+        if backend not in self.targets:
+            return False
+        if self.acceptable is not None:
+            return backend in self.acceptable
+        return self.preferred in (None, backend) or now >= self.patience_until
 
 
 def endpoint_key(target: Target) -> str:
@@ -157,9 +163,9 @@ class Scheduler:
         it, or frees it."""
         now = self._clock()
         load = self.loads[admission.target.backend]
-        if ok and admission.resident is not False:  # a cold load's wait says nothing of the slot time
+        if ok:
             answering = None if admission.first_token_at is None else now - admission.first_token_at
-            load.learn_service(now - admission.start, answering)
+            load.learn_service(now - admission.start if admission.resident is not False else None, answering)
         lease = admission.lease
         load.end(lease.id)
         for waiter in self._waiters:
@@ -232,13 +238,15 @@ class Scheduler:
             holdings = await self.index.lookup([endpoint_key(t) for t in targets], prompt.hashes,
                                                [self._cache_blocks(t.backend) for t in targets])
         endpoints = []
+        pool = pooled(self.loads[t.backend] for t in targets)
         for target, holding in zip(targets, holdings, strict=True):
             load = self.loads[target.backend]
+            rates = load.rates(pool)
             held = self.slots.held(target.backend)
             limit = self.limit(target.backend)
             wait = 0.0
             if limit is not None and (held >= limit or target.backend in claimed):
-                wait = load.expected_wait(self._ahead(target.backend, waiter), limit, now)
+                wait = load.expected_wait(self._ahead(target.backend, waiter), limit, now, pool)
             endpoints.append(Endpoint(
                 target=target,
                 in_flight=held,
@@ -249,8 +257,8 @@ class Scheduler:
                 evicts=holding.evicts,
                 cache_fill=holding.fill,
                 wait=wait,
-                prefill_per_token=load.prefill_per_token or DEFAULT_PREFILL_PER_TOKEN,
-                load_time=load.load_time or DEFAULT_LOAD_TIME,
+                prefill_per_token=rates.prefill_per_token,
+                load_time=rates.load_time,
                 claimed=target.backend in claimed,
             ))
         return endpoints
@@ -334,7 +342,7 @@ class Scheduler:
         now = self._clock()
         load = self.loads[lease.backend]
         load.begin(lease.id, now, max(0, prompt.tokens - endpoint.cached_blocks * BLOCK_TOKENS),
-                   endpoint.resident is False)
+                   endpoint.resident is False, Rates(endpoint.prefill_per_token, endpoint.load_time))
         load.sent(endpoint.target.model, now)
         self._remember(endpoint.target, prompt.hashes)
         self._metrics.queue_wait.labels(route.name).observe(now - arrived)
@@ -356,6 +364,7 @@ class Scheduler:
         if preferred is not None:
             waiter.preferred = preferred.target.backend
             waiter.patience_until = arrived + preferred.endpoint.wait
+            waiter.acceptable = preferred.acceptable
         give_up = arrived + queue.max_wait
         if deadline is not None:
             give_up = min(give_up, deadline)
@@ -429,6 +438,8 @@ class Scheduler:
         endpoints = await self._endpoints(list(waiter.targets.values()), prompt, now, True, claimed, waiter)
         if route.adaptive:
             choice = adaptive(endpoints, prompt.tokens, BLOCK_TOKENS)
+            if choice is not None:
+                waiter.acceptable = choice.acceptable
             if choice is not None and not choice.endpoint.free:
                 waiter.preferred = choice.target.backend
                 waiter.patience_until = now + max(choice.endpoint.wait, MIN_PATIENCE)
@@ -445,11 +456,12 @@ class Scheduler:
 
     def _retry_after(self, targets: Sequence[Target]) -> float:
         now = self._clock()
+        pool = pooled(self.loads[t.backend] for t in targets)
         waits = []
         for target in targets:
             limit = self.limit(target.backend)
             if limit:
-                waits.append(self.loads[target.backend].expected_wait(self._ahead(target.backend), limit, now))
+                waits.append(self.loads[target.backend].expected_wait(self._ahead(target.backend), limit, now, pool))
         return max(0.1, min(waits, default=1.0))
 
 

@@ -2,7 +2,7 @@
 
 import pytest
 
-from gateway.scheduling.load import RESIDENT_FOR, BackendLoad
+from gateway.scheduling.load import DEFAULT_LOAD_TIME, RESIDENT_FOR, BackendLoad, Rates, pooled
 from gateway.scheduling.signals import LoadReport
 
 NOW = 1000.0
@@ -116,3 +116,25 @@ def test_a_request_running_past_the_average_is_expected_to_overrun_as_long_again
     assert load.expected_wait(0, 1, NOW) == 9.0
     load.end("x")
     assert load.expected_wait(0, 1, NOW) == 0.0
+
+
+def test_a_backend_that_has_not_learned_a_rate_guesses_what_the_others_learned():
+    a, b, fresh = BackendLoad("a"), BackendLoad("b"), BackendLoad("c")
+    assert pooled([a, b, fresh]) == Rates()
+    a.learn_first_token("m", 2.0, 0, False, NOW)  # a 2 s load
+    b.learn_first_token("m", 1.0, 0, False, NOW)
+    b.learn_first_token("m", 0.5, 1000, True, NOW)  # 0.5 ms per token
+    pool = pooled([a, b, fresh])
+    assert pool == Rates(prefill_per_token=0.0005, load_time=1.5)
+    assert fresh.rates(pool) == pool and a.rates(pool) == Rates(0.0005, 2.0)
+    assert fresh.rates(Rates()).load_time == DEFAULT_LOAD_TIME
+
+
+def test_before_a_warm_request_ends_a_slot_is_guessed_to_take_the_base_and_the_answer_time():
+    load = BackendLoad("a")
+    load.learn_first_token("m", 0.05, 10, True, NOW)
+    load.learn_service(None, after_first_token=0.25)  # a cold request: its answer time teaches, its slot time not
+    assert load.service_time is None and load.rates(Rates()).service_time == pytest.approx(0.3)
+    load.begin("x", NOW)
+    load.begin("y", NOW)
+    assert load.expected_wait(2, 2, NOW) == pytest.approx(0.6)  # both running end at 0.3, then one more turn

@@ -75,6 +75,18 @@ def test_ties_among_busy_targets_keep_the_loaded_model_and_the_cached_prefix():
     assert adaptive([other, cached], 200, BLOCK).target == A
 
 
+def test_a_waiter_takes_a_freed_slot_only_where_it_costs_no_more_than_what_it_waits_for():
+    # a holds the prompt (busy, 0.3 s); b would prefill it all (1.6 s); c is warm, holds nothing,
+    # but its wait was what made it dear; d would have to load the model.
+    cached = Endpoint(A, in_flight=1, capacity=1, cached_blocks=30, wait=0.3, prefill_per_token=0.001)
+    dear = Endpoint(B, in_flight=1, capacity=1, wait=0.1, prefill_per_token=0.001)
+    cheap_once_free = Endpoint(C, in_flight=1, capacity=1, cached_blocks=29, wait=5.0, prefill_per_token=0.001)
+    cold = Endpoint(Target("d", "m"), in_flight=1, capacity=1, resident=False, load_time=0.0, cached_blocks=30,
+                    wait=2.0, prefill_per_token=0.001)
+    choice = adaptive([cached, dear, cheap_once_free, cold], PROMPT, BLOCK)
+    assert choice.target == A and choice.acceptable == {"a", "c"}
+
+
 def test_exact_ties_rotate():
     endpoints = [Endpoint(A), Endpoint(B)]
     assert {adaptive(endpoints, PROMPT, BLOCK, turn).target for turn in range(4)} == {A, B}

@@ -14,6 +14,7 @@ from gateway.routing.state import Target
 from gateway.routing.strategies import SmoothWeightedRoundRobin
 from gateway.scheduling.load import BackendLoad
 from gateway.scheduling.prefix import PrefixIndex
+from gateway.scheduling.signals import LoadReport
 from gateway.scheduling.scheduler import Prompt, Scheduler
 from gateway.scheduling.slots import MemorySlots
 
@@ -232,4 +233,26 @@ async def test_a_waiting_adaptive_request_does_not_count_itself_ahead_of_itself(
     await asyncio.sleep(0.6)
     assert not waiting.done()
     await scheduler.release(running, ok=True)
+    assert (await waiting).target == LOCAL_A
+
+
+async def test_a_slot_freeing_where_the_model_would_load_is_not_handed_to_an_adaptive_waiter():
+    # m is loaded on a only; b runs another model. A request for m waits for a; when b's slot
+    # frees, even after the waiter's patience ran out, taking it would load m on b and evict
+    # the model b's own requests use: the slot is freed instead, and the waiter gets a's.
+    scheduler, _, clock = make({"a": 1, "b": 1})
+    for name, loaded in (("a", "m"), ("b", "other")):
+        scheduler.loads[name].learn_service(1.0)
+        scheduler.loads[name].load_time = 1.5
+        scheduler.loads[name].update(LoadReport(running=0, waiting=0, loaded_models=frozenset({loaded})), 0, clock.now)
+    r = route(LOCAL_A, LOCAL_B, strategy="adaptive")
+    on_a = await scheduler.admit(r, [LOCAL_A, LOCAL_B], Prompt(), None)
+    on_b = await scheduler.admit(route(Target("b", "other")), [Target("b", "other")], Prompt(), None)
+    assert on_a.target == LOCAL_A
+    waiting = asyncio.create_task(scheduler.admit(r, [LOCAL_A, LOCAL_B], Prompt(), None))
+    await queued(scheduler, 1)
+    clock.now += 2.0  # past the waiter's patience
+    await scheduler.release(on_b, ok=True)
+    assert not waiting.done() and scheduler.slots.held("b") == 0
+    await scheduler.release(on_a, ok=True)
     assert (await waiting).target == LOCAL_A
