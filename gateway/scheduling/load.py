@@ -75,6 +75,7 @@ class BackendLoad:
         self.service_time: float | None = None
         self.prefill_per_token: float | None = None
         self.first_token_base: float | None = None
+        self._base_tokens = 0.0  # the uncached tokens of the requests the base was learned from
         self.decode_time: float | None = None
         self.load_time: float | None = None
         self._served: dict[str, float] = {}
@@ -132,8 +133,11 @@ class BackendLoad:
         service = self.service_time
         if service is None and self.decode_time is not None:  # no warm request ended yet: a short one's time
             service = (self.first_token_base or 0.0) + self.decode_time
-        return Rates(self.prefill_per_token or pool.prefill_per_token, self.load_time or pool.load_time,
-                     service or pool.service_time)
+        def known(value: float | None, guess: float) -> float:
+            return guess if value is None else value
+
+        return Rates(known(self.prefill_per_token, pool.prefill_per_token), known(self.load_time, pool.load_time),
+                     known(service, pool.service_time))
 
     def slot_time(self, uncached_tokens: int, cold: bool, pool: Rates = Rates()) -> float | None:
         """The seconds a request will hold its slot, from what was learned;
@@ -147,17 +151,22 @@ class BackendLoad:
     def end(self, lease: str) -> None:
         self._running.pop(lease, None)
 
-    def expected_wait(self, waiting_ahead: float, capacity: int, now: float, pool: Rates = Rates()) -> float:
+    def expected_wait(self, waiting_ahead: float, capacity: int, now: float, pool: Rates = Rates(),
+                      held: int | None = None) -> float:
         """Seconds until a slot frees for a request with `waiting_ahead`
         requests before it. A running request is expected to end at its own
         slot time (else the mean service time); one that has run past it is
         expected to run on for as long as it has overrun (generation lengths
         are heavy-tailed), so the wait for a backend busy with a long answer
-        grows until other choices win."""
+        grows until other choices win. Slots `held` beyond the requests
+        running here (another worker's or replica's, or one just handed over)
+        are expected to free in half a service time."""
         service = self.rates(pool).service_time
         remaining = sorted(abs((service if expected is None else expected) - (now - start))
                            for start, expected in self._running.values())
-        slots = sorted([0.0] * max(0, capacity - len(remaining)) + remaining)[:capacity]
+        unknown = max(0, min(capacity, held) - len(remaining)) if held is not None else 0
+        free = max(0, capacity - len(remaining) - unknown)
+        slots = sorted([0.0] * free + [service / 2] * unknown + remaining)[:capacity]
         k = int(waiting_ahead)
         return slots[k % capacity] + (k // capacity) * service
 
@@ -171,9 +180,12 @@ class BackendLoad:
         if was_resident is False:
             prefill = (self.prefill_per_token or 0.0) * uncached_tokens
             self.load_time = _ewma(self.load_time, max(0.0, seconds - base - prefill))
-        elif uncached_tokens >= MIN_TOKENS_TO_LEARN:
-            self.prefill_per_token = _ewma(self.prefill_per_token, max(0.0, seconds - base) / uncached_tokens)
+        elif uncached_tokens >= MIN_TOKENS_TO_LEARN:  # the base already holds the prefill of _base_tokens
+            beyond = max(1.0, uncached_tokens - self._base_tokens)
+            self.prefill_per_token = _ewma(self.prefill_per_token, max(0.0, seconds - base) / beyond)
         elif was_resident:  # a model that may have been loading says nothing of the base
+            self._base_tokens = _ewma(self._base_tokens if self.first_token_base is not None else None,
+                                      uncached_tokens)
             self.first_token_base = _ewma(self.first_token_base, seconds)
         self._served[model] = now
 

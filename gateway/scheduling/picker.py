@@ -27,8 +27,9 @@ least (at least COST_QUANTUM) are equal — learned rates are noisy, and noise
 must not make a request wait — and ties go to an endpoint with a free slot,
 then to one that has the model loaded, then to the longest cached prefix (a
 tie must not load a model or copy a prompt for nothing), then to the
-emptiest cache (a new prompt settles where there is room for its
-conversation, so prompts spread over the caches as a hand placement would),
+emptiest cache, in tenths, when every tied server says its cache size (a new
+prompt settles where there is room for its conversation, so prompts spread
+over the caches as a hand placement would),
 then to the least load relative to weight (running requests over weight, the
 server's own count when it reports a larger one), then round-robin. An
 endpoint whose free slot older waiters have claimed counts as busy. The
@@ -60,7 +61,7 @@ class Endpoint:
     resident: bool | None = None
     cached_blocks: int = 0
     evicts: int = 0
-    cache_fill: float = 0.0
+    cache_fill: float | None = None  # None: the server does not say how large its cache is
     wait: float = 0.0
     prefill_per_token: float = DEFAULT_PREFILL_PER_TOKEN
     load_time: float = DEFAULT_LOAD_TIME
@@ -120,7 +121,9 @@ def adaptive(endpoints: Sequence[Endpoint], prompt_tokens: int, block_tokens: in
     least = min(costs.values())
     margin = max(COST_QUANTUM, TIE_FRACTION * least)
     ties = [e for e in rotated if costs[id(e)] <= least + margin]
-    best = min(ties, key=lambda e: (not e.free, e.resident is False, -e.cached_blocks, e.cache_fill, e.load))
+    by_fill = all(e.cache_fill is not None for e in ties)  # a cache of unknown size is neither empty nor full
+    best = min(ties, key=lambda e: (not e.free, e.resident is False, -e.cached_blocks,
+                                    round(e.cache_fill or 0.0, 1) if by_fill else 0.0, e.load))
     acceptable = frozenset(e.target.backend for e in rotated if e is best or (
         e.resident is not False and costs[id(e)] - e.wait <= least + margin))
     return Choice(best, _reason(best, endpoints, costs, least + margin), acceptable)

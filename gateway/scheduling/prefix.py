@@ -45,19 +45,19 @@ REUSE_HORIZON = 60.0
 class Holding:
     """What one endpoint's cache means for a prompt: `cached` leading blocks
     it holds, `evicts` recently used blocks that adding the rest would push
-    out, and `fill`, the share of the server's cache the index holds (0 when
-    the server does not say how large its cache is)."""
+    out, and `fill`, the share of the server's cache the index holds (None
+    when the server does not say how large its cache is)."""
 
     cached: int = 0
     evicts: int = 0
-    fill: float = 0.0
+    fill: float | None = None
 
 
 def evicted(held: int, added: int, capacity: int, idle: int) -> int:
     """Recently used blocks pushed out of an LRU of `capacity` holding `held`
     blocks, `idle` of them (the oldest) unused for REUSE_HORIZON, when
     `added` new blocks come in."""
-    return max(0, held + added - capacity - idle)
+    return max(0, min(held - idle, held + added - capacity - idle))
 
 
 def render(messages: Iterable[Message]) -> str:
@@ -127,9 +127,9 @@ class PrefixIndex:
     def holding(self, key: str, hashes: Sequence[bytes], capacity: int | None = None) -> Holding:
         cached = self.match(key, hashes)
         held = self._blocks.get(key)
-        if not held:
-            return Holding(cached)
         known = capacity is not None
+        if not held:
+            return Holding(cached, 0, 0.0 if known else None)
         capacity = capacity or self._capacity
         overflow = len(held) + len(hashes) - cached - capacity
         idle = 0
@@ -139,7 +139,7 @@ class PrefixIndex:
                 if idle >= overflow or served >= cutoff:
                     break
                 idle += 1
-        fill = len(held) / capacity if known else 0.0
+        fill = len(held) / capacity if known else None
         return Holding(cached, evicted(len(held), len(hashes) - cached, capacity, idle), fill)
 
     async def lookup(

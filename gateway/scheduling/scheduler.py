@@ -198,7 +198,7 @@ class Scheduler:
     def _cache_blocks(self, backend: str) -> int | None:
         """The server's prompt cache in blocks, when it says (else the index's own size)."""
         cache_tokens = self.loads[backend].cache_tokens
-        return cache_tokens // BLOCK_TOKENS if cache_tokens else None
+        return (cache_tokens or 0) // BLOCK_TOKENS or None
 
     async def close(self) -> None:
         await asyncio.gather(*self._recording, return_exceptions=True)
@@ -246,7 +246,7 @@ class Scheduler:
             limit = self.limit(target.backend)
             wait = 0.0
             if limit is not None and (held >= limit or target.backend in claimed):
-                wait = load.expected_wait(self._ahead(target.backend, waiter), limit, now, pool)
+                wait = load.expected_wait(self._ahead(target.backend, waiter), limit, now, pool, held)
             endpoints.append(Endpoint(
                 target=target,
                 in_flight=held,
@@ -363,7 +363,7 @@ class Scheduler:
         waiter = _Waiter(route.name, {t.backend: t for t in first})
         if preferred is not None:
             waiter.preferred = preferred.target.backend
-            waiter.patience_until = arrived + preferred.endpoint.wait
+            waiter.patience_until = max(arrived + preferred.endpoint.wait, self._clock() + MIN_PATIENCE)
             waiter.acceptable = preferred.acceptable
         give_up = arrived + queue.max_wait
         if deadline is not None:
@@ -398,15 +398,15 @@ class Scheduler:
             while True:
                 now = self._clock()
                 wake = give_up
-                if waiter.preferred is not None and waiter.patience_until > now:
-                    wake = min(wake, waiter.patience_until)
+                if (waiter.preferred is not None or waiter.acceptable is not None) and waiter.patience_until > now:
+                    wake = min(wake, waiter.patience_until)  # then it weighs again
                 if isinstance(self.slots, RedisSlots):
                     wake = min(wake, now + SHARED_RETRY)
                 if wake > now:
                     await asyncio.wait({waiter.granted}, timeout=wake - now)
                 if waiter.granted.done():
                     target, lease = waiter.granted.result()
-                    return await self._granted(route, target, lease, prompt, arrived)
+                    return await self._granted(route, waiter, target, lease, prompt, arrived)
                 now = self._clock()
                 if now >= waiter.patience_until:
                     admission = await self._reconsider(route, waiter, prompt, arrived, now)
@@ -414,7 +414,7 @@ class Scheduler:
                         if admission is not None:
                             await self.release(admission, ok=False)
                         target, lease = waiter.granted.result()
-                        return await self._granted(route, target, lease, prompt, arrived)
+                        return await self._granted(route, waiter, target, lease, prompt, arrived)
                     if admission is not None:
                         return admission
                 if now >= give_up:
@@ -446,12 +446,15 @@ class Scheduler:
                 return None
         waiter.preferred = None
         admission, _ = await self._take_free(route, free_only(endpoints), prompt, arrived)
+        if admission is None:  # the free slot went elsewhere first: weigh again shortly
+            waiter.patience_until = now + MIN_PATIENCE
         return admission
 
     async def _granted(
-        self, route: Route, target: Target, lease: Lease, prompt: Prompt, arrived: float
+        self, route: Route, waiter: _Waiter, target: Target, lease: Lease, prompt: Prompt, arrived: float
     ) -> Admission:
-        endpoint = (await self._endpoints([target], prompt, self._clock()))[0]
+        endpoints = await self._endpoints(list(waiter.targets.values()), prompt, self._clock())
+        endpoint = next(e for e in endpoints if e.target == target)
         return self._admitted(route, endpoint, lease, "queue", arrived, prompt)
 
     def _retry_after(self, targets: Sequence[Target]) -> float:
@@ -461,7 +464,8 @@ class Scheduler:
         for target in targets:
             limit = self.limit(target.backend)
             if limit:
-                waits.append(self.loads[target.backend].expected_wait(self._ahead(target.backend), limit, now, pool))
+                waits.append(self.loads[target.backend].expected_wait(self._ahead(target.backend), limit, now, pool,
+                                                                      self.slots.held(target.backend)))
         return max(0.1, min(waits, default=1.0))
 
 

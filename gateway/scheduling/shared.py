@@ -58,7 +58,7 @@ class RedisPrefixIndex:
                     break
                 cached += 1
             added = len(hashes) - cached
-            fill = held / capacity if capacity else 0.0
+            fill = held / capacity if capacity else None
             holdings.append(Holding(cached, evicted(held, added, capacity or self._capacity, idle), fill))
         return holdings
 

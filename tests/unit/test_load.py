@@ -65,12 +65,20 @@ def test_prefill_rate_is_learned_beyond_the_first_token_base_and_cold_loads_from
     load = BackendLoad("a")
     load.learn_first_token("m", 2.0, 1000, True, NOW)
     assert load.prefill_per_token == 0.002
-    load.learn_first_token("m", 0.05, 10, True, NOW)  # next to nothing to compute: the base time
+    load.learn_first_token("m", 0.05, 0, True, NOW)  # nothing to compute: the base time
     assert load.prefill_per_token == 0.002 and load.first_token_base == 0.05
     load.learn_first_token("m", 1.05, 500, True, NOW)  # 1 s of prefill beyond the base: 0.002 s/token
     assert load.prefill_per_token == pytest.approx(0.002)
     load.learn_first_token("m", 7.05, 1000, False, NOW)
     assert load.load_time == pytest.approx(5.0)
+
+
+def test_the_prefill_inside_the_base_time_is_not_counted_twice():
+    # 0.05 s base + 1 ms per token: cached turns with 200 new tokens take 0.25 s, a 300-token prompt 0.35 s.
+    load = BackendLoad("a")
+    load.learn_first_token("m", 0.25, 200, True, NOW)
+    load.learn_first_token("m", 0.35, 300, True, NOW)
+    assert load.prefill_per_token == pytest.approx(0.001)
 
 
 def test_a_cached_prompt_does_not_teach_a_prefill_rate():
@@ -85,7 +93,7 @@ def test_a_cached_prompt_does_not_teach_a_prefill_rate():
 
 def test_a_slot_held_by_a_long_uncached_prompt_frees_later_than_one_held_by_a_cached_conversation():
     load = BackendLoad("a")
-    load.learn_first_token("m", 0.05, 10, True, NOW)  # base 0.05 s
+    load.learn_first_token("m", 0.05, 0, True, NOW)  # base 0.05 s
     load.learn_first_token("m", 1.05, 1000, True, NOW)  # 0.001 s per uncached token
     load.learn_service(0.45, after_first_token=0.2)  # answers take 0.2 s
     load.begin("cached", NOW, uncached_tokens=100)  # 0.05 + 0.1 + 0.2
@@ -138,3 +146,12 @@ def test_before_a_warm_request_ends_a_slot_is_guessed_to_take_the_base_and_the_a
     load.begin("x", NOW)
     load.begin("y", NOW)
     assert load.expected_wait(2, 2, NOW) == pytest.approx(0.6)  # both running end at 0.3, then one more turn
+
+
+def test_slots_held_elsewhere_are_expected_to_free_in_half_a_service_time_not_at_once():
+    load = BackendLoad("a")
+    load.learn_service(2.0)
+    assert load.expected_wait(0, 2, NOW, held=2) == 1.0  # both held by another replica
+    load.begin("x", NOW - 0.5)
+    assert load.expected_wait(0, 2, NOW, held=2) == 1.0  # one known (1.5 s left), one not
+    assert load.expected_wait(0, 2, NOW, held=1) == 0.0  # a slot is free

@@ -64,6 +64,15 @@ def test_a_new_prompt_settles_in_the_emptiest_cache_before_the_least_loaded_one(
     assert adaptive([full, empty], PROMPT, BLOCK).target == B
 
 
+def test_a_cache_of_unknown_size_is_neither_empty_nor_full():
+    # b does not say its cache size: among the tied, load decides, not a fill b does not have.
+    known = Endpoint(A, in_flight=0, capacity=2, cache_fill=0.6)
+    unknown = Endpoint(B, in_flight=1, capacity=2)
+    assert adaptive([unknown, known], PROMPT, BLOCK).target == A
+    # Fills a few blocks apart are alike: load decides.
+    assert adaptive([Endpoint(A, in_flight=1, cache_fill=0.31), Endpoint(B, cache_fill=0.34)], PROMPT, BLOCK).target == B
+
+
 def test_ties_among_busy_targets_keep_the_loaded_model_and_the_cached_prefix():
     # A 5 s wait for the resident model and a 1.5 s load after a 0.5 s wait cost about the same:
     # the tie must not load the model a second time.

@@ -82,11 +82,13 @@ def test_holding_counts_the_recently_used_blocks_a_prompt_would_push_out():
     # A minute later the 6 older blocks are idle: room, not loss; the 4 recent ones fit.
     assert index.holding("a/m", prompt, 12).evicts == 0
     assert index.holding("a/m", block_hashes("n" * (9 * BLOCK_BYTES)), 12).evicts == 1
+    # A prompt larger than the whole cache pushes out at most the 4 recent blocks held, not itself.
+    assert index.holding("a/m", block_hashes("n" * (40 * BLOCK_BYTES)), 12).evicts == 4
 
 
 def test_holding_without_a_known_cache_size_has_no_fill_and_evicts_only_past_the_index_bound():
     index = PrefixIndex(blocks_per_endpoint=8)
     index.record("a/m", block_hashes("o" * (6 * BLOCK_BYTES)))
     held = block_hashes("o" * (6 * BLOCK_BYTES) + "x" * (4 * BLOCK_BYTES))
-    assert index.holding("a/m", held) == Holding(cached=6, evicts=2, fill=0.0)
+    assert index.holding("a/m", held) == Holding(cached=6, evicts=2, fill=None)
     assert index.holding("b/m", held) == Holding()
