@@ -35,7 +35,7 @@ from typing import Iterator
 import grpc
 import yaml
 
-from bench.run import PYTHON, ROOT, free_port, wait_port
+from bench.run import PYTHON, ROOT, free_port, wait_or_kill, wait_port
 from bench.sim.scenarios import SCENARIOS, STRATEGIES, Scenario, config, route_name
 from bench.sim.workloads import Request
 from gateway.config import types as config_types
@@ -71,11 +71,7 @@ def engines(scenario: str) -> Iterator[dict[str, str]]:
         yield json.loads(proc.stdout.readline())
     finally:
         proc.stdin.close()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        wait_or_kill(proc, 10)
 
 
 @contextlib.contextmanager
@@ -94,11 +90,7 @@ def turnout(config_path: Path, port: int) -> Iterator[None]:
         if proc.poll() is not None:
             sys.stderr.write(f"turnout exited ({proc.returncode}); its log:\n{log.read_text()[-4000:]}\n")
         proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        wait_or_kill(proc, 20)
 
 
 def counters(urls: dict[str, str]) -> dict[str, dict]:

@@ -85,11 +85,16 @@ def process(args: list[str], port: int, env: dict[str, str] | None = None) -> It
         yield proc
     finally:
         proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        wait_or_kill(proc, 20)
+
+
+def wait_or_kill(proc: subprocess.Popen, timeout: float) -> None:
+    """Waits `timeout` seconds for a process that was asked to end, then kills it."""
+    try:
+        proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
 
 
 @contextlib.contextmanager
