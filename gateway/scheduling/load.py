@@ -75,7 +75,7 @@ class BackendLoad:
         self.service_time: float | None = None
         self.prefill_per_token: float | None = None
         self.first_token_base: float | None = None
-        self._base_tokens = 0.0  # the uncached tokens of the requests the base was learned from
+        self._base_tokens: float | None = None  # the uncached tokens of the requests the base was learned from
         self.decode_time: float | None = None
         self.load_time: float | None = None
         self._served: dict[str, float] = {}
@@ -133,6 +133,7 @@ class BackendLoad:
         service = self.service_time
         if service is None and self.decode_time is not None:  # no warm request ended yet: a short one's time
             service = (self.first_token_base or 0.0) + self.decode_time
+
         def known(value: float | None, guess: float) -> float:
             return guess if value is None else value
 
@@ -181,11 +182,10 @@ class BackendLoad:
             prefill = (self.prefill_per_token or 0.0) * uncached_tokens
             self.load_time = _ewma(self.load_time, max(0.0, seconds - base - prefill))
         elif uncached_tokens >= MIN_TOKENS_TO_LEARN:  # the base already holds the prefill of _base_tokens
-            beyond = max(1.0, uncached_tokens - self._base_tokens)
+            beyond = max(1.0, uncached_tokens - (self._base_tokens or 0.0))
             self.prefill_per_token = _ewma(self.prefill_per_token, max(0.0, seconds - base) / beyond)
         elif was_resident:  # a model that may have been loading says nothing of the base
-            self._base_tokens = _ewma(self._base_tokens if self.first_token_base is not None else None,
-                                      uncached_tokens)
+            self._base_tokens = _ewma(self._base_tokens, uncached_tokens)
             self.first_token_base = _ewma(self.first_token_base, seconds)
         self._served[model] = now
 

@@ -53,11 +53,14 @@ class Holding:
     fill: float | None = None
 
 
-def evicted(held: int, added: int, capacity: int, idle: int) -> int:
-    """Recently used blocks pushed out of an LRU of `capacity` holding `held`
-    blocks, `idle` of them (the oldest) unused for REUSE_HORIZON, when
-    `added` new blocks come in."""
-    return max(0, min(held - idle, held + added - capacity - idle))
+def assess(cached: int, held: int, added: int, idle: int, capacity: int | None, default_capacity: int) -> Holding:
+    """The Holding of an endpoint whose LRU holds `held` blocks, `idle` of
+    them (the oldest) unused for REUSE_HORIZON, `cached` of this prompt's,
+    when `added` new blocks come in; `capacity` is the server's cache in
+    blocks when it says, else the index's own bound applies and fill is unknown."""
+    bound = capacity or default_capacity
+    evicts = max(0, min(held - idle, held + added - bound - idle))
+    return Holding(cached, evicts, held / capacity if capacity else None)
 
 
 def render(messages: Iterable[Message]) -> str:
@@ -126,21 +129,16 @@ class PrefixIndex:
 
     def holding(self, key: str, hashes: Sequence[bytes], capacity: int | None = None) -> Holding:
         cached = self.match(key, hashes)
-        held = self._blocks.get(key)
-        known = capacity is not None
-        if not held:
-            return Holding(cached, 0, 0.0 if known else None)
-        capacity = capacity or self._capacity
-        overflow = len(held) + len(hashes) - cached - capacity
+        held = self._blocks.get(key, {})
+        overflow = len(held) + len(hashes) - cached - (capacity or self._capacity)
         idle = 0
-        if overflow > 0:
+        if overflow > 0:  # only the oldest `overflow` blocks can be pushed out: count the idle among them
             cutoff = self._clock() - REUSE_HORIZON
             for served in held.values():
                 if idle >= overflow or served >= cutoff:
                     break
                 idle += 1
-        fill = len(held) / capacity if known else None
-        return Holding(cached, evicted(len(held), len(hashes) - cached, capacity, idle), fill)
+        return assess(cached, len(held), len(hashes) - cached, idle, capacity, self._capacity)
 
     async def lookup(
         self, keys: Sequence[str], hashes: Sequence[bytes], capacities: Sequence[int | None] | None = None

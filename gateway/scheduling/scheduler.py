@@ -18,7 +18,8 @@ Admission holding a slot (a Lease) on one of them:
    off (its "patience"), then weighs again; it takes a slot freed elsewhere
    only where that costs no more than what it waits for, and never where its
    model would have to load. Other waiters take any of their tier's
-   backends. A released slot is handed to the oldest waiter that accepts it. Cancelling frees the place at once. Past `max_wait` the
+   backends. A released slot is handed to the oldest waiter that accepts
+   it. Cancelling frees the place at once. Past `max_wait` the
    request spills to a later tier when there is one, else fails with
    RESOURCE_EXHAUSTED and a RetryInfo.
 
@@ -225,11 +226,12 @@ class Scheduler:
 
     async def _endpoints(
         self, targets: Sequence[Target], prompt: Prompt, now: float, full: bool = True,
-        claimed: frozenset[str] = frozenset(), waiter: _Waiter | None = None,
+        claimed: frozenset[str] = frozenset(), waiter: _Waiter | None = None, pool: Rates | None = None,
     ) -> list[Endpoint]:
         """The snapshot of each target; with `full` False only what the
         strategies other than adaptive use without spill (in-flight and
-        capacity). Backends in `claimed` count as busy."""
+        capacity). Backends in `claimed` count as busy; rates a backend has
+        not learned are guessed from `pool` (else from the targets')."""
         if not full:
             return [Endpoint(t, self.slots.held(t.backend), self.limit(t.backend), claimed=t.backend in claimed)
                     for t in targets]
@@ -238,7 +240,7 @@ class Scheduler:
             holdings = await self.index.lookup([endpoint_key(t) for t in targets], prompt.hashes,
                                                [self._cache_blocks(t.backend) for t in targets])
         endpoints = []
-        pool = pooled(self.loads[t.backend] for t in targets)
+        pool = pool or pooled(self.loads[t.backend] for t in targets)
         for target, holding in zip(targets, holdings, strict=True):
             load = self.loads[target.backend]
             rates = load.rates(pool)
@@ -453,8 +455,8 @@ class Scheduler:
     async def _granted(
         self, route: Route, waiter: _Waiter, target: Target, lease: Lease, prompt: Prompt, arrived: float
     ) -> Admission:
-        endpoints = await self._endpoints(list(waiter.targets.values()), prompt, self._clock())
-        endpoint = next(e for e in endpoints if e.target == target)
+        pool = pooled(self.loads[t.backend] for t in waiter.targets.values())  # the rates the waiter chose by
+        endpoint = (await self._endpoints([target], prompt, self._clock(), pool=pool))[0]
         return self._admitted(route, endpoint, lease, "queue", arrived, prompt)
 
     def _retry_after(self, targets: Sequence[Target]) -> float:

@@ -19,7 +19,7 @@ from typing import Sequence
 import redis.asyncio as aioredis
 import redis.exceptions
 
-from gateway.scheduling.prefix import REUSE_HORIZON, Holding, evicted
+from gateway.scheduling.prefix import REUSE_HORIZON, Holding, assess
 from gateway.scheduling.slots import REDIS_TIMEOUT
 
 log = logging.getLogger("turnout")
@@ -57,9 +57,7 @@ class RedisPrefixIndex:
                 if score is None:
                     break
                 cached += 1
-            added = len(hashes) - cached
-            fill = held / capacity if capacity else None
-            holdings.append(Holding(cached, evicted(held, added, capacity or self._capacity, idle), fill))
+            holdings.append(assess(cached, held, len(hashes) - cached, idle, capacity, self._capacity))
         return holdings
 
     async def remember(self, key: str, hashes: Sequence[bytes], capacity: int | None = None) -> None:
